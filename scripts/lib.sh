@@ -1,0 +1,203 @@
+# shellcheck shell=bash
+# Shared helpers for the scripts in scripts/. Source it, do not run it; it builds nothing.
+#
+#   VF_ROOT     the repository
+#   VOLFS       absolute path of the release binary (target/release/volfs)
+#   vf_setup    temp pool + volume + mount, cleaned up on exit; sets VF_TMP, VF_POOL, VF_MNT
+#
+# Set VOLFS_TEST_DIR=/some/native/dir to run a suite against that directory instead of a
+# volfs mount (a baseline: what the same suite does on the disk under the pool).
+# Set VF_MOUNT_OPTS (e.g. --no-passthrough) to add options to every `volfs mount`,
+# VF_CAPACITY to change the test volume's capacity (default 32Gi),
+# VF_KEEP=1 to keep the temp dir (pool, logs) after the run.
+
+set -euo pipefail
+
+VF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VOLFS=${VOLFS_BIN:-$VF_ROOT/target/release/volfs}
+export VF_ROOT VOLFS
+
+case ":$PATH:" in
+*":$HOME/.cargo/bin:"*) ;;
+*) PATH="$HOME/.cargo/bin:$PATH" ;;
+esac
+export PATH
+
+VF_TMP=""             # temp dir of this run (pool, mount point, scratch)
+VF_POOL=""            # pool dir
+VF_MNT=""             # mount point of the test volume
+VF_DAEMON_PID=""      # pid of a `volfs serve` started with vf_start_daemon
+VF_MOUNTS=()          # mount points to unmount on exit
+VF_CLEANUP_HOOKS=()   # extra commands run first on exit
+
+vf_log() { printf '==> %s\n' "$*" >&2; }
+vf_warn() { printf 'warning: %s\n' "$*" >&2; }
+vf_die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+vf_require() {
+	local cmd
+	for cmd in "$@"; do
+		command -v "$cmd" >/dev/null 2>&1 || vf_die "$cmd not found; run scripts/deps.sh"
+	done
+}
+
+vf_require_volfs() {
+	[[ -x $VOLFS ]] || vf_die "$VOLFS not found; run cargo build --release"
+}
+
+vf_require_root() {
+	[[ $(id -u) -eq 0 ]] || vf_die "must run as root"
+}
+
+# volfs ARGS...: the CLI, always against this run's pool.
+vf_volfs() {
+	VOLFS_POOL="$VF_POOL" "$VOLFS" "$@"
+}
+
+# True if DIR is a mount point (also when its FUSE daemon is gone).
+vf_is_mounted() {
+	local dir
+	dir=$(realpath -m "$1")
+	awk -v d="$dir" '$5 == d { found = 1 } END { exit !found }' /proc/self/mountinfo
+}
+
+# Mount points at or below DIR, deepest first.
+vf_mounts_below() {
+	local dir
+	dir=$(realpath -m "$1")
+	awk -v d="$dir" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
+}
+
+# vf_tmp: make this run's temp dir (short path: socket paths are at most 108 bytes) and
+# install the cleanup trap. Idempotent.
+vf_tmp() {
+	[[ -n $VF_TMP ]] && return 0
+	VF_TMP=$(mktemp -d /tmp/vf.XXXX)
+	chmod 0755 "$VF_TMP" # tests switch to unprivileged users inside the mount
+	VF_POOL="$VF_TMP/p"
+	mkdir -p "$VF_POOL"
+	trap vf_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+# vf_umount DIR: unmount through volfs, falling back to a lazy fusermount3.
+vf_umount() {
+	local mnt=$1
+	vf_is_mounted "$mnt" || return 0
+	if [[ -x $VOLFS ]] && timeout 60 env VOLFS_POOL="$VF_POOL" "$VOLFS" umount "$mnt" && ! vf_is_mounted "$mnt"; then
+		return 0
+	fi
+	vf_warn "volfs umount $mnt failed; lazy unmount"
+	fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+	! vf_is_mounted "$mnt"
+}
+
+vf_cleanup() {
+	local rc=$? hook mnt i
+	trap - EXIT INT TERM
+	set +e
+	for hook in "${VF_CLEANUP_HOOKS[@]}"; do
+		eval "$hook"
+	done
+	for ((i = ${#VF_MOUNTS[@]} - 1; i >= 0; i--)); do
+		vf_umount "${VF_MOUNTS[i]}"
+	done
+	if [[ -n $VF_POOL && -d $VF_POOL && -x $VOLFS ]]; then
+		timeout 60 env VOLFS_POOL="$VF_POOL" "$VOLFS" shutdown >/dev/null 2>&1
+	fi
+	if [[ -n $VF_DAEMON_PID ]] && kill -0 "$VF_DAEMON_PID" 2>/dev/null; then
+		for _ in $(seq 50); do
+			kill -0 "$VF_DAEMON_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$VF_DAEMON_PID" 2>/dev/null; then
+			vf_warn "volfs serve (pid $VF_DAEMON_PID) still running after shutdown; killing it"
+			kill -9 "$VF_DAEMON_PID" 2>/dev/null
+		fi
+	fi
+	if [[ -n $VF_TMP && -d $VF_TMP ]]; then
+		# Never delete through a mount that is still there.
+		while read -r mnt; do
+			[[ -n $mnt ]] || continue
+			vf_warn "$mnt still mounted; lazy unmount"
+			fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+		done < <(vf_mounts_below "$VF_TMP")
+		if [[ -n $(vf_mounts_below "$VF_TMP") ]]; then
+			vf_warn "leaving $VF_TMP: still mounted"
+		elif [[ -n ${VF_KEEP:-} ]]; then
+			vf_log "kept $VF_TMP (VF_KEEP is set)"
+		else
+			rm -rf "$VF_TMP"
+		fi
+	fi
+	exit "$rc"
+}
+
+# vf_start_daemon: start `volfs serve` for this run's pool in the background and wait for it
+# to answer. Sets VF_DAEMON_PID; its log goes to $VF_TMP/serve.log.
+vf_start_daemon() {
+	vf_tmp
+	vf_require_volfs
+	"$VOLFS" serve --pool "$VF_POOL" >>"$VF_TMP/serve.log" 2>&1 &
+	VF_DAEMON_PID=$!
+	local i
+	for i in $(seq 100); do
+		# `volfs mounts` only asks the daemon (volume commands fall back to in-process).
+		if vf_volfs mounts >/dev/null 2>&1; then
+			return 0
+		fi
+		kill -0 "$VF_DAEMON_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -n 20 "$VF_TMP/serve.log" >&2 || true
+	vf_die "volfs serve did not come up (pid $VF_DAEMON_PID, try $i)"
+}
+
+# vf_create_volume NAME [CAPACITY]
+vf_create_volume() {
+	local name=$1 capacity=${2:-}
+	if [[ -n $capacity ]]; then
+		vf_volfs volume create "$name" --capacity "$capacity"
+	else
+		vf_volfs volume create "$name"
+	fi
+}
+
+# vf_mount NAME DIR [volfs mount options...]: mount and register DIR for cleanup.
+# VF_MOUNT_OPTS adds options to every mount, e.g. VF_MOUNT_OPTS=--no-passthrough.
+vf_mount() {
+	local name=$1 mnt=$2 extra=()
+	shift 2
+	read -r -a extra <<<"${VF_MOUNT_OPTS:-}"
+	mkdir -p "$mnt"
+	[[ " ${VF_MOUNTS[*]} " == *" $mnt "* ]] || VF_MOUNTS+=("$mnt")
+	vf_volfs mount "$name" "$mnt" "${extra[@]}" "$@"
+	vf_is_mounted "$mnt" || vf_die "volfs mount $name $mnt returned but $mnt is not a mount point"
+}
+
+# vf_setup [NAME] [CAPACITY]: fresh temp pool, volume NAME (default "test") and a mount of it
+# at $VF_MNT. With VOLFS_TEST_DIR set, VF_MNT is a fresh directory inside it instead.
+vf_setup() {
+	local name=${1:-test} capacity=${2:-${VF_CAPACITY:-32Gi}}
+	vf_require_root
+	vf_tmp
+	if [[ -n ${VOLFS_TEST_DIR:-} ]]; then
+		mkdir -p "$VOLFS_TEST_DIR"
+		VF_MNT=$(mktemp -d "$VOLFS_TEST_DIR/vf.XXXX")
+		chmod 0755 "$VF_MNT"
+		# shellcheck disable=SC2016 # expanded when the hook runs
+		VF_CLEANUP_HOOKS+=('rm -rf "$VF_MNT"')
+		vf_log "baseline run: using native directory $VF_MNT instead of a volfs mount"
+		return 0
+	fi
+	vf_require_volfs
+	vf_require fusermount3
+	VF_MNT="$VF_TMP/m"
+	vf_create_volume "$name" "$capacity"
+	vf_mount "$name" "$VF_MNT"
+	vf_log "volume $name of pool $VF_POOL mounted at $VF_MNT"
+}

@@ -1,0 +1,895 @@
+//! The filesystem core: POSIX semantics over the inodes of every volume in a pool — names,
+//! links, renames, ownership and mode bookkeeping, timestamps, xattrs. It returns plain structs
+//! and `Error`; it knows nothing of FUSE, so it runs (and is tested) without a kernel mount.
+//!
+//! Mutations take one write lock, read what they need, and commit one transaction. Reads take
+//! no lock. Regular files keep their bytes, size, atime and mtime in their data file, which the
+//! kernel may write directly.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use dashmap::DashMap;
+
+use crate::data::DataStore;
+use crate::error::{Error, Result};
+use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, Volume, VolumeId};
+use crate::names::check_component;
+
+/// Most hard links one inode may have, as on ext4.
+pub const LINK_MAX: u32 = 65_000;
+/// The block size reported to applications.
+pub const BLOCK_SIZE: u32 = 4096;
+/// The largest xattr value the kernel passes (XATTR_SIZE_MAX).
+const XATTR_SIZE_MAX: usize = 65_536;
+
+/// Who asks: ownership of new inodes comes from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+}
+
+/// The attributes of an inode, as `stat` shows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub perm: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub crtime: SystemTime,
+}
+
+/// A time to set: the present (UTIME_NOW) or a given one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimeSet {
+    Now,
+    At(SystemTime),
+}
+
+/// The changes a setattr asks for; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeSet>,
+    pub mtime: Option<TimeSet>,
+}
+
+/// What a new inode is.
+#[derive(Clone, Debug)]
+pub enum NodeSpec {
+    File,
+    Dir,
+    Symlink(Vec<u8>),
+    Special(Kind, u32),
+}
+
+impl NodeSpec {
+    fn kind(&self) -> Kind {
+        match self {
+            NodeSpec::File => Kind::File,
+            NodeSpec::Dir => Kind::Dir,
+            NodeSpec::Symlink(_) => Kind::Symlink,
+            NodeSpec::Special(kind, _) => *kind,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replace an existing target (plain rename).
+    Replace,
+    /// Fail with EEXIST if the target exists (RENAME_NOREPLACE).
+    NoReplace,
+    /// Swap source and target, both of which must exist (RENAME_EXCHANGE).
+    Exchange,
+}
+
+/// One directory entry as readdir returns it; `offset` is where the next call resumes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub offset: u64,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+/// setxattr's XATTR_CREATE / XATTR_REPLACE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrMode {
+    Any,
+    Create,
+    Replace,
+}
+
+const READDIR_BATCH: usize = 256;
+
+/// The filesystem core over one pool's metadata and data.
+pub struct Core {
+    meta: Meta,
+    data: DataStore,
+    pool_dir: PathBuf,
+    write: Mutex<()>,
+    next_id: AtomicU64,
+    open_files: DashMap<Ino, u32>,
+}
+
+const NEXT_ID: &str = "next_id";
+const FIRST_ID: u64 = 16;
+
+impl Core {
+    pub fn new(pool_dir: &Path, meta: Meta, data: DataStore) -> Result<Self> {
+        let next_id = meta.counter(NEXT_ID)?.max(FIRST_ID);
+        Ok(Core {
+            meta,
+            data,
+            pool_dir: pool_dir.to_path_buf(),
+            write: Mutex::new(()),
+            next_id: AtomicU64::new(next_id),
+            open_files: DashMap::new(),
+        })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn data(&self) -> &DataStore {
+        &self.data
+    }
+
+    /// Serialises writers. Poisoning only means another writer panicked before committing,
+    /// which leaves the store as it was, so the lock stays usable.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh id for an inode, data file or volume; recorded in `txn`.
+    pub(crate) fn alloc_id(&self, txn: &mut Txn) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        txn.put_counter(NEXT_ID, id + 1);
+        id
+    }
+
+    pub(crate) fn inode(&self, ino: Ino) -> Result<Inode> {
+        self.meta.inode(ino)?.ok_or_else(|| Error::NotFound(format!("inode {}", ino.0)))
+    }
+
+    fn dir_inode(&self, ino: Ino) -> Result<Inode> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::Dir {
+            return Err(Error::NotDir(format!("inode {}", ino.0)));
+        }
+        if inode.nlink == 0 {
+            return Err(Error::NotFound(format!("directory {} was removed", ino.0)));
+        }
+        Ok(inode)
+    }
+
+    fn data_id(inode: &Inode, ino: Ino) -> Result<DataId> {
+        inode.data.ok_or_else(|| Error::Corrupt(format!("regular file {} has no data file", ino.0)))
+    }
+
+    fn attr_of(&self, ino: Ino, inode: &Inode) -> Result<Attr> {
+        let mut attr = Attr {
+            ino,
+            kind: inode.kind,
+            perm: inode.perm,
+            nlink: inode.nlink,
+            uid: inode.uid,
+            gid: inode.gid,
+            rdev: inode.rdev,
+            size: 0,
+            blocks: 0,
+            atime: inode.atime.to_system_time(),
+            mtime: inode.mtime.to_system_time(),
+            ctime: inode.ctime.to_system_time(),
+            crtime: inode.crtime.to_system_time(),
+        };
+        match inode.kind {
+            Kind::File => {
+                let st = self.data.stat(Self::data_id(inode, ino)?)?;
+                attr.size = st.size();
+                attr.blocks = st.blocks();
+                attr.atime = Timestamp { secs: st.atime(), nanos: st.atime_nsec() as u32 }.to_system_time();
+                attr.mtime = Timestamp { secs: st.mtime(), nanos: st.mtime_nsec() as u32 }.to_system_time();
+                let data_ctime = Timestamp { secs: st.ctime(), nanos: st.ctime_nsec() as u32 };
+                attr.ctime = inode.ctime.max(data_ctime).to_system_time();
+            }
+            Kind::Dir => {
+                attr.size = u64::from(BLOCK_SIZE);
+                attr.blocks = u64::from(BLOCK_SIZE / 512);
+            }
+            Kind::Symlink => attr.size = inode.target.len() as u64,
+            Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev => {}
+        }
+        Ok(attr)
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let inode = self.inode(ino)?;
+        self.attr_of(ino, &inode)
+    }
+
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr> {
+        check_component(name)?;
+        self.dir_inode(parent)?;
+        let entry = self.meta.dirent(parent, name)?.ok_or_else(|| Error::NotFound(lossy(name)))?;
+        self.getattr(entry.ino)
+    }
+
+    fn change_usage(&self, txn: &mut Txn, volume: VolumeId, inodes: i64) -> Result<()> {
+        let mut usage = self.meta.usage(volume)?;
+        usage.inodes = usage.inodes.saturating_add_signed(inodes);
+        txn.put_usage(volume, &usage);
+        Ok(())
+    }
+
+    /// Creates a new inode named `name` in `parent`. For regular files, also returns the new
+    /// data file, open for reading and writing.
+    pub fn make_node(
+        &self,
+        caller: Caller,
+        parent: Ino,
+        name: &[u8],
+        spec: NodeSpec,
+        perm: u32,
+    ) -> Result<(Attr, Option<File>)> {
+        check_component(name)?;
+        let _w = self.lock();
+        let mut dir = self.dir_inode(parent)?;
+        if self.meta.dirent(parent, name)?.is_some() {
+            return Err(Error::Exists(lossy(name)));
+        }
+        let now = Timestamp::now();
+        let kind = spec.kind();
+        let mut perm = perm & 0o7777;
+        let gid = if dir.perm & libc::S_ISGID != 0 {
+            if kind == Kind::Dir {
+                perm |= libc::S_ISGID;
+            }
+            dir.gid
+        } else {
+            caller.gid
+        };
+        let mut txn = Txn::default();
+        let ino = Ino(self.alloc_id(&mut txn));
+        let mut inode = Inode {
+            volume: dir.volume,
+            kind,
+            perm,
+            uid: caller.uid,
+            gid,
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            parent: if kind == Kind::Dir { parent } else { Ino(0) },
+            data: None,
+            target: Vec::new(),
+            next_cookie: 3,
+            entries: 0,
+        };
+        let mut file = None;
+        match spec {
+            NodeSpec::File => {
+                let id = DataId(self.alloc_id(&mut txn));
+                file = Some(self.data.create(id)?);
+                inode.data = Some(id);
+            }
+            NodeSpec::Symlink(target) => inode.target = target,
+            NodeSpec::Special(_, rdev) => inode.rdev = rdev,
+            NodeSpec::Dir => {}
+        }
+        let cookie = dir.next_cookie;
+        dir.next_cookie += 1;
+        dir.entries += 1;
+        if kind == Kind::Dir {
+            dir.nlink += 1;
+        }
+        dir.mtime = now;
+        dir.ctime = now;
+        txn.put_inode(ino, &inode);
+        txn.put_inode(parent, &dir);
+        txn.put_dirent(parent, name, Dirent { ino, kind, cookie });
+        self.change_usage(&mut txn, inode.volume, 1)?;
+        if let Err(e) = self.meta.commit(txn) {
+            if let Some(id) = inode.data {
+                let _ = self.data.remove(id);
+            }
+            return Err(e);
+        }
+        if file.is_some() {
+            self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
+        }
+        Ok((self.attr_of(ino, &inode)?, file))
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        if inode.kind != Kind::Symlink {
+            return Err(Error::Invalid(format!("inode {} is not a symbolic link", ino.0)));
+        }
+        Ok(inode.target)
+    }
+
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Attr> {
+        check_component(new_name)?;
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        if inode.kind == Kind::Dir {
+            return Err(Error::NotPermitted("hard links to directories".into()));
+        }
+        if inode.nlink == 0 {
+            return Err(Error::NotFound(format!("inode {} was removed", ino.0)));
+        }
+        if inode.nlink >= LINK_MAX {
+            return Err(Error::TooManyLinks);
+        }
+        let mut dir = self.dir_inode(new_parent)?;
+        if dir.volume != inode.volume {
+            return Err(Error::CrossVolume);
+        }
+        if self.meta.dirent(new_parent, new_name)?.is_some() {
+            return Err(Error::Exists(lossy(new_name)));
+        }
+        let now = Timestamp::now();
+        inode.nlink += 1;
+        inode.ctime = now;
+        let cookie = dir.next_cookie;
+        dir.next_cookie += 1;
+        dir.entries += 1;
+        dir.mtime = now;
+        dir.ctime = now;
+        let mut txn = Txn::default();
+        txn.put_inode(ino, &inode);
+        txn.put_inode(new_parent, &dir);
+        txn.put_dirent(new_parent, new_name, Dirent { ino, kind: inode.kind, cookie });
+        self.meta.commit(txn)?;
+        self.attr_of(ino, &inode)
+    }
+
+    /// Drops one link of `inode` inside `txn`. When none is left the inode goes, unless it is
+    /// still open: then it waits, recorded as an orphan, for its last release. Returns the data
+    /// file to remove once `txn` has committed.
+    fn unlink_inode(&self, txn: &mut Txn, ino: Ino, inode: &mut Inode, now: Timestamp) -> Result<Option<DataId>> {
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = now;
+        if inode.nlink > 0 {
+            txn.put_inode(ino, inode);
+            return Ok(None);
+        }
+        if self.open_files.get(&ino).is_some_and(|n| *n > 0) {
+            txn.put_inode(ino, inode);
+            txn.put_orphan(ino);
+            return Ok(None);
+        }
+        self.delete_inode(txn, ino, inode)
+    }
+
+    /// Removes an inode with no links and no opener, with its xattrs. Returns its data file.
+    fn delete_inode(&self, txn: &mut Txn, ino: Ino, inode: &Inode) -> Result<Option<DataId>> {
+        txn.delete_inode(ino);
+        txn.delete_orphan(ino);
+        for name in self.meta.xattr_names(ino)? {
+            txn.delete_xattr(ino, &name);
+        }
+        self.change_usage(txn, inode.volume, -1)?;
+        Ok(inode.data)
+    }
+
+    fn remove_data(&self, id: Option<DataId>) {
+        if let Some(id) = id {
+            if let Err(e) = self.data.remove(id) {
+                // fsck --repair reclaims a data file left behind.
+                tracing::warn!(data = id.0, error = %e, "could not remove data file");
+            }
+        }
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        check_component(name)?;
+        let _w = self.lock();
+        let mut dir = self.dir_inode(parent)?;
+        let entry = self.meta.dirent(parent, name)?.ok_or_else(|| Error::NotFound(lossy(name)))?;
+        if entry.kind == Kind::Dir {
+            return Err(Error::IsDir(lossy(name)));
+        }
+        let mut inode = self.inode(entry.ino)?;
+        let now = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.delete_dirent(parent, name, entry);
+        dir.entries -= 1;
+        dir.mtime = now;
+        dir.ctime = now;
+        txn.put_inode(parent, &dir);
+        let data = self.unlink_inode(&mut txn, entry.ino, &mut inode, now)?;
+        self.meta.commit(txn)?;
+        self.remove_data(data);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
+        check_component(name)?;
+        let _w = self.lock();
+        let mut dir = self.dir_inode(parent)?;
+        let entry = self.meta.dirent(parent, name)?.ok_or_else(|| Error::NotFound(lossy(name)))?;
+        if entry.kind != Kind::Dir {
+            return Err(Error::NotDir(lossy(name)));
+        }
+        let child = self.inode(entry.ino)?;
+        if child.entries > 0 {
+            return Err(Error::NotEmpty(lossy(name)));
+        }
+        let now = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.delete_dirent(parent, name, entry);
+        dir.entries -= 1;
+        dir.nlink -= 1;
+        dir.mtime = now;
+        dir.ctime = now;
+        txn.put_inode(parent, &dir);
+        self.delete_inode(&mut txn, entry.ino, &child)?;
+        self.meta.commit(txn)
+    }
+
+    /// Fails with EINVAL if `dir` lies inside the subtree of `moved` (or is it).
+    fn check_not_inside(&self, dir: Ino, moved: Ino) -> Result<()> {
+        let mut cur = dir;
+        loop {
+            if cur == moved {
+                return Err(Error::Invalid("cannot move a directory into itself".into()));
+            }
+            let inode = self.inode(cur)?;
+            if inode.parent == cur {
+                return Ok(());
+            }
+            cur = inode.parent;
+        }
+    }
+
+    pub fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], mode: RenameMode) -> Result<()> {
+        check_component(name)?;
+        check_component(new_name)?;
+        let _w = self.lock();
+        let src_dir = self.dir_inode(parent)?;
+        let dst_dir = if new_parent == parent { src_dir.clone() } else { self.dir_inode(new_parent)? };
+        if src_dir.volume != dst_dir.volume {
+            return Err(Error::CrossVolume);
+        }
+        let src = self.meta.dirent(parent, name)?.ok_or_else(|| Error::NotFound(lossy(name)))?;
+        let dst = self.meta.dirent(new_parent, new_name)?;
+        let now = Timestamp::now();
+        // Directories touched, by inode number, written once at the end.
+        let mut dirs: Vec<(Ino, Inode)> = vec![(parent, src_dir)];
+        if new_parent != parent {
+            dirs.push((new_parent, dst_dir));
+        }
+        let mut txn = Txn::default();
+        let mut removed_data = None;
+        match (mode, dst) {
+            (RenameMode::NoReplace, Some(_)) => return Err(Error::Exists(lossy(new_name))),
+            (RenameMode::Exchange, None) => return Err(Error::NotFound(lossy(new_name))),
+            (RenameMode::Exchange, Some(dst)) => {
+                if src.ino == dst.ino {
+                    return Ok(());
+                }
+                if src.kind == Kind::Dir {
+                    self.check_not_inside(new_parent, src.ino)?;
+                }
+                if dst.kind == Kind::Dir {
+                    self.check_not_inside(parent, dst.ino)?;
+                }
+                txn.put_dirent(parent, name, Dirent { cookie: src.cookie, ..dst });
+                txn.put_dirent(new_parent, new_name, Dirent { cookie: dst.cookie, ..src });
+                for (moved, to) in [(src, new_parent), (dst, parent)] {
+                    let mut inode = self.inode(moved.ino)?;
+                    inode.ctime = now;
+                    if moved.kind == Kind::Dir && parent != new_parent {
+                        inode.parent = to;
+                        let from = if to == parent { new_parent } else { parent };
+                        adjust_dir(&mut dirs, from, |d| d.nlink -= 1);
+                        adjust_dir(&mut dirs, to, |d| d.nlink += 1);
+                    }
+                    txn.put_inode(moved.ino, &inode);
+                }
+            }
+            (_, dst) => {
+                if let Some(dst) = dst {
+                    if dst.ino == src.ino {
+                        // Two names of one file: POSIX says do nothing.
+                        return Ok(());
+                    }
+                    match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
+                        (true, false) => return Err(Error::NotDir(lossy(new_name))),
+                        (false, true) => return Err(Error::IsDir(lossy(new_name))),
+                        _ => {}
+                    }
+                    if src.kind == Kind::Dir {
+                        self.check_not_inside(new_parent, src.ino)?;
+                    }
+                    let mut victim = self.inode(dst.ino)?;
+                    if dst.kind == Kind::Dir {
+                        if victim.entries > 0 {
+                            return Err(Error::NotEmpty(lossy(new_name)));
+                        }
+                        adjust_dir(&mut dirs, new_parent, |d| d.nlink -= 1);
+                        self.delete_inode(&mut txn, dst.ino, &victim)?;
+                    } else {
+                        removed_data = self.unlink_inode(&mut txn, dst.ino, &mut victim, now)?;
+                    }
+                    txn.delete_dirent(new_parent, new_name, dst);
+                    adjust_dir(&mut dirs, new_parent, |d| d.entries -= 1);
+                } else if src.kind == Kind::Dir {
+                    self.check_not_inside(new_parent, src.ino)?;
+                }
+                let cookie = {
+                    let d = &mut dirs.iter_mut().find(|(i, _)| *i == new_parent).expect("target dir loaded").1;
+                    d.next_cookie += 1;
+                    d.entries += 1;
+                    d.next_cookie - 1
+                };
+                txn.delete_dirent(parent, name, src);
+                adjust_dir(&mut dirs, parent, |d| d.entries -= 1);
+                txn.put_dirent(new_parent, new_name, Dirent { cookie, ..src });
+                let mut inode = self.inode(src.ino)?;
+                inode.ctime = now;
+                if src.kind == Kind::Dir && parent != new_parent {
+                    inode.parent = new_parent;
+                    adjust_dir(&mut dirs, parent, |d| d.nlink -= 1);
+                    adjust_dir(&mut dirs, new_parent, |d| d.nlink += 1);
+                }
+                txn.put_inode(src.ino, &inode);
+            }
+        }
+        for (ino, dir) in &mut dirs {
+            dir.mtime = now;
+            dir.ctime = now;
+            txn.put_inode(*ino, dir);
+        }
+        self.meta.commit(txn)?;
+        self.remove_data(removed_data);
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: Ino, set: &SetAttr, file: Option<&File>) -> Result<Attr> {
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        if let Some(mode) = set.mode {
+            inode.perm = mode & 0o7777;
+        }
+        if let Some(uid) = set.uid {
+            inode.uid = uid;
+        }
+        if let Some(gid) = set.gid {
+            inode.gid = gid;
+        }
+        if let Some(size) = set.size {
+            match inode.kind {
+                Kind::File => {}
+                Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
+                _ => return Err(Error::Invalid(format!("cannot truncate inode {}", ino.0))),
+            }
+            let id = Self::data_id(&inode, ino)?;
+            match file {
+                Some(f) => f.set_len(size)?,
+                None => self.data.open(id)?.set_len(size)?,
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            if inode.kind == Kind::File {
+                self.set_data_times(Self::data_id(&inode, ino)?, set.atime, set.mtime)?;
+            } else {
+                let resolve = |t: TimeSet| match t {
+                    TimeSet::Now => Timestamp::now(),
+                    TimeSet::At(t) => Timestamp::from(t),
+                };
+                if let Some(t) = set.atime {
+                    inode.atime = resolve(t);
+                }
+                if let Some(t) = set.mtime {
+                    inode.mtime = resolve(t);
+                }
+            }
+        }
+        inode.ctime = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.put_inode(ino, &inode);
+        self.meta.commit(txn)?;
+        self.attr_of(ino, &inode)
+    }
+
+    fn set_data_times(&self, id: DataId, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Result<()> {
+        let spec = |t: Option<TimeSet>| match t {
+            None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+            Some(TimeSet::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+            Some(TimeSet::At(t)) => {
+                let ts = Timestamp::from(t);
+                libc::timespec { tv_sec: ts.secs, tv_nsec: ts.nanos.into() }
+            }
+        };
+        let times = [spec(atime), spec(mtime)];
+        let path = std::ffi::CString::new(self.data.path(id).as_os_str().as_bytes())
+            .map_err(|_| Error::Corrupt("data path holds NUL".into()))?;
+        // SAFETY: path is a valid C string and times points to two timespecs.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
+    /// Opens a regular file's data for the daemon's own I/O and counts the opener, so an unlink
+    /// keeps the inode until the last release.
+    pub fn open(&self, ino: Ino) -> Result<File> {
+        let _w = self.lock();
+        let inode = self.inode(ino)?;
+        match inode.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
+            _ => return Err(Error::Invalid(format!("inode {} is not a regular file", ino.0))),
+        }
+        let file = self.data.open(Self::data_id(&inode, ino)?)?;
+        self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
+        Ok(file)
+    }
+
+    /// The last release of an unlinked file removes it.
+    pub fn release(&self, ino: Ino) -> Result<()> {
+        let _w = self.lock();
+        let last = match self.open_files.get_mut(&ino) {
+            Some(mut n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if !last {
+            return Ok(());
+        }
+        self.open_files.remove(&ino);
+        let inode = match self.meta.inode(ino)? {
+            Some(inode) if inode.nlink == 0 => inode,
+            _ => return Ok(()),
+        };
+        let mut txn = Txn::default();
+        let data = self.delete_inode(&mut txn, ino, &inode)?;
+        self.meta.commit(txn)?;
+        self.remove_data(data);
+        Ok(())
+    }
+
+    pub fn read(&self, file: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, file: &File, offset: u64, data: &[u8]) -> Result<u32> {
+        file.write_all_at(data, offset)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Makes a file's data and all metadata committed so far durable.
+    pub fn fsync(&self, ino: Ino, file: &File, datasync: bool) -> Result<()> {
+        if datasync {
+            file.sync_data()?;
+        } else {
+            file.sync_all()?;
+        }
+        let inode = self.inode(ino)?;
+        self.data.sync_dir_of(Self::data_id(&inode, ino)?)?;
+        self.meta.sync()
+    }
+
+    /// Makes every committed metadata change durable (fsyncdir, syncfs).
+    pub fn sync_metadata(&self) -> Result<()> {
+        self.meta.sync()
+    }
+
+    pub fn fallocate(&self, file: &File, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let (offset, length) = (to_off(offset)?, to_off(length)?);
+        // SAFETY: plain syscall on an owned descriptor.
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, length) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
+
+    pub fn lseek(&self, file: &File, offset: i64, whence: i32) -> Result<i64> {
+        // SAFETY: plain syscall on an owned descriptor; it moves only our private offset.
+        let pos = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+        if pos < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(pos)
+    }
+
+    pub fn copy_file_range(&self, src: &File, src_offset: u64, dst: &File, dst_offset: u64, len: u64) -> Result<u64> {
+        let mut off_in = to_off(src_offset)?;
+        let mut off_out = to_off(dst_offset)?;
+        // SAFETY: both descriptors are owned; the offsets are ours.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len as usize, 0)
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(n as u64)
+    }
+
+    /// Entries of a directory after `offset` (0 = from the start, including `.` and `..`).
+    pub fn readdir(&self, ino: Ino, offset: u64) -> Result<Vec<DirEntry>> {
+        let dir = self.inode(ino)?;
+        if dir.kind != Kind::Dir {
+            return Err(Error::NotDir(format!("inode {}", ino.0)));
+        }
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push(DirEntry { ino, offset: 1, kind: Kind::Dir, name: b".".to_vec() });
+        }
+        if offset < 2 {
+            out.push(DirEntry { ino: dir.parent, offset: 2, kind: Kind::Dir, name: b"..".to_vec() });
+        }
+        for (name, e) in self.meta.entries_after(ino, offset.max(2), READDIR_BATCH)? {
+            out.push(DirEntry { ino: e.ino, offset: e.cookie, kind: e.kind, name });
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Error::Range(XATTR_SIZE_MAX));
+        }
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        let exists = self.meta.xattr(ino, name)?.is_some();
+        match (mode, exists) {
+            (XattrMode::Create, true) => return Err(Error::Exists(lossy(name))),
+            (XattrMode::Replace, false) => return Err(Error::NoAttr),
+            _ => {}
+        }
+        inode.ctime = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.put_xattr(ino, name, value);
+        txn.put_inode(ino, &inode);
+        self.meta.commit(txn)
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        check_xattr_name(name)?;
+        self.inode(ino)?;
+        self.meta.xattr(ino, name)?.ok_or(Error::NoAttr)
+    }
+
+    /// The names of every xattr, each followed by NUL, as listxattr returns them.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        self.inode(ino)?;
+        let mut out = Vec::new();
+        for name in self.meta.xattr_names(ino)? {
+            out.extend_from_slice(&name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        check_xattr_name(name)?;
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        if self.meta.xattr(ino, name)?.is_none() {
+            return Err(Error::NoAttr);
+        }
+        inode.ctime = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.delete_xattr(ino, name);
+        txn.put_inode(ino, &inode);
+        self.meta.commit(txn)
+    }
+
+    /// Space and inodes of a volume: its capacity when it has one, bounded by what the pool's
+    /// filesystem has free.
+    pub fn statfs(&self, volume: &Volume) -> Result<StatFs> {
+        let pool = statvfs(&self.pool_dir)?;
+        let bsize = u64::from(BLOCK_SIZE);
+        let pool_blocks = pool.f_blocks * pool.f_frsize / bsize;
+        let pool_free = pool.f_bavail * pool.f_frsize / bsize;
+        let blocks = if volume.capacity > 0 { volume.capacity / bsize } else { pool_blocks };
+        let free = pool_free.min(blocks);
+        let usage: Usage = self.meta.usage(volume.id)?;
+        let ffree = pool.f_ffree.max(1 << 20);
+        Ok(StatFs {
+            blocks,
+            bfree: free,
+            bavail: free,
+            files: usage.inodes + ffree,
+            ffree,
+            bsize: BLOCK_SIZE,
+            namelen: crate::names::NAME_MAX as u32,
+        })
+    }
+}
+
+fn adjust_dir(dirs: &mut [(Ino, Inode)], ino: Ino, change: impl FnOnce(&mut Inode)) {
+    if let Some((_, d)) = dirs.iter_mut().find(|(i, _)| *i == ino) {
+        change(d);
+    }
+}
+
+fn to_off(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::TooLarge)
+}
+
+fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::Invalid("empty xattr name".into()));
+    }
+    if name.len() > 255 {
+        return Err(Error::Range(255));
+    }
+    const NAMESPACES: [&[u8]; 4] = [b"user.", b"trusted.", b"security.", b"system."];
+    if !NAMESPACES.iter().any(|ns| name.starts_with(ns) && name.len() > ns.len()) {
+        return Err(Error::NotSupported(format!("xattr namespace of {:?}", lossy(name))));
+    }
+    Ok(())
+}
+
+pub(crate) fn statvfs(path: &Path) -> Result<libc::statvfs> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Invalid("path holds NUL".into()))?;
+    // SAFETY: c is a valid C string; st is written by the call.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(st)
+    }
+}

@@ -1,0 +1,169 @@
+//! fsck: checks every invariant of a pool — the directory tree of each volume, link counts,
+//! entry counts and readdir cookies, usage counters, and that data files and inodes match —
+//! and, when asked, reclaims what interrupted operations left behind.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::meta::{Ino, Inode, Kind};
+use crate::pool::Pool;
+
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub volumes: usize,
+    pub inodes: usize,
+    pub data_files: usize,
+    /// Broken invariants. A pool with any is damaged.
+    pub problems: Vec<String>,
+    /// Leftovers of interrupted operations (unlinked-but-open inodes, data files without an
+    /// inode): harmless, and reclaimed by `--repair` or by the next daemon start.
+    pub reclaimable: Vec<String>,
+    pub repaired: bool,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the pool; with `repair`, also reclaims leftovers. Holds the write lock throughout,
+/// so the pool may be served while it runs; `offline` says no daemon serves it.
+pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
+    let core = pool.core();
+    let meta = core.meta();
+    let _w = core.lock();
+    let mut report = FsckReport::default();
+    let inodes: HashMap<Ino, Inode> = meta.all_inodes()?.into_iter().collect();
+    report.inodes = inodes.len();
+    let orphans: HashSet<Ino> = meta.orphans()?.into_iter().collect();
+    let mut links: HashMap<Ino, u32> = HashMap::new();
+    let mut reachable: HashSet<Ino> = HashSet::new();
+    let volumes = meta.volumes()?;
+    report.volumes = volumes.len();
+    for volume in &volumes {
+        let mut count = 0u64;
+        let Some(root) = inodes.get(&volume.root) else {
+            report.problems.push(format!("volume {}: root inode {} is missing", volume.name, volume.root.0));
+            continue;
+        };
+        if root.parent != volume.root {
+            report.problems.push(format!("volume {}: root inode does not point to itself", volume.name));
+        }
+        reachable.insert(volume.root);
+        count += 1;
+        let mut stack = vec![volume.root];
+        while let Some(dir_ino) = stack.pop() {
+            let dir = &inodes[&dir_ino];
+            let entries = meta.all_entries(dir_ino)?;
+            let mut subdirs = 0u32;
+            for (name, entry) in &entries {
+                let path = format!(
+                    "volume {}: entry {:?} in directory {}",
+                    volume.name,
+                    String::from_utf8_lossy(name),
+                    dir_ino.0
+                );
+                if entry.cookie < 3 || entry.cookie >= dir.next_cookie {
+                    report.problems.push(format!("{path}: cookie {} outside 3..{}", entry.cookie, dir.next_cookie));
+                }
+                let Some(child) = inodes.get(&entry.ino) else {
+                    report.problems.push(format!("{path}: points to missing inode {}", entry.ino.0));
+                    continue;
+                };
+                if child.kind != entry.kind {
+                    report.problems.push(format!("{path}: kind {:?} but inode is {:?}", entry.kind, child.kind));
+                }
+                if child.volume != volume.id {
+                    report.problems.push(format!("{path}: inode {} belongs to another volume", entry.ino.0));
+                }
+                *links.entry(entry.ino).or_default() += 1;
+                if child.kind == Kind::Dir {
+                    subdirs += 1;
+                    if child.parent != dir_ino {
+                        report.problems.push(format!("{path}: directory's parent is {}", child.parent.0));
+                    }
+                    if !reachable.insert(entry.ino) {
+                        report.problems.push(format!("{path}: directory reachable twice"));
+                        continue;
+                    }
+                    count += 1;
+                    stack.push(entry.ino);
+                } else if reachable.insert(entry.ino) {
+                    count += 1;
+                }
+            }
+            if dir.entries != entries.len() as u64 {
+                report.problems.push(format!(
+                    "volume {}: directory {} counts {} entries but holds {}",
+                    volume.name,
+                    dir_ino.0,
+                    dir.entries,
+                    entries.len()
+                ));
+            }
+            if dir.nlink != 2 + subdirs {
+                report.problems.push(format!(
+                    "volume {}: directory {} has nlink {} but {} subdirectories",
+                    volume.name, dir_ino.0, dir.nlink, subdirs
+                ));
+            }
+        }
+        let orphan_count = orphans.iter().filter(|o| inodes.get(o).is_some_and(|i| i.volume == volume.id)).count();
+        let usage = meta.usage(volume.id)?;
+        if usage.inodes != count + orphan_count as u64 {
+            report.problems.push(format!(
+                "volume {}: usage counts {} inodes but {} exist",
+                volume.name,
+                usage.inodes,
+                count + orphan_count as u64
+            ));
+        }
+    }
+    for (ino, inode) in &inodes {
+        if inode.kind != Kind::Dir && reachable.contains(ino) {
+            let found = links.get(ino).copied().unwrap_or(0);
+            if inode.nlink != found {
+                report.problems.push(format!("inode {}: nlink {} but {} names", ino.0, inode.nlink, found));
+            }
+        }
+        if !reachable.contains(ino) {
+            if orphans.contains(ino) && inode.nlink == 0 {
+                report.reclaimable.push(format!("inode {}: unlinked while open", ino.0));
+            } else {
+                report.problems.push(format!("inode {}: not reachable from any volume", ino.0));
+            }
+        }
+        if inode.kind == Kind::File {
+            match inode.data {
+                None => report.problems.push(format!("inode {}: regular file without a data file", ino.0)),
+                Some(id) if core.data().stat(id).is_err() => {
+                    report.problems.push(format!("inode {}: data file {:016x} is missing", ino.0, id.0))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for ino in &orphans {
+        if !inodes.contains_key(ino) {
+            report.problems.push(format!("orphan record for missing inode {}", ino.0));
+        }
+    }
+    let referenced: HashSet<_> = inodes.values().filter_map(|i| i.data).collect();
+    let data_files = core.data().all()?;
+    report.data_files = data_files.len();
+    let unreferenced: Vec<_> = data_files.into_iter().filter(|id| !referenced.contains(id)).collect();
+    for id in &unreferenced {
+        report.reclaimable.push(format!("data file {:016x}: no inode refers to it", id.0));
+    }
+    if repair && !report.reclaimable.is_empty() {
+        // Orphan inodes may be open while a daemon serves the pool; only an offline check
+        // may remove them.
+        let orphan_inodes: Vec<Ino> = if offline { orphans.into_iter().collect() } else { Vec::new() };
+        pool.reclaim(&unreferenced, &orphan_inodes)?;
+        report.repaired = true;
+    }
+    Ok(report)
+}

@@ -1,0 +1,567 @@
+//! The FUSE adapter: one session per mounted volume. Each callback converts the kernel's
+//! arguments, calls the filesystem core once and replies; errors become errnos through
+//! `Error::errno`. The only module that knows fuser types or kernel flags.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::core::{Attr, Caller, NodeSpec, RenameMode, SetAttr, TimeSet, XattrMode};
+use crate::error::Error;
+use crate::meta::{Ino, Kind, Volume};
+use crate::pool::Pool;
+
+/// How long the kernel may trust names and attributes. volfs is the only writer of a volume's
+/// metadata, but another mount of the same volume may change it, so this stays short.
+const TTL: Duration = Duration::from_secs(1);
+
+/// How a volume is mounted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    pub read_only: bool,
+    /// Let the kernel do file I/O straight on the data files (FUSE passthrough) when it can.
+    pub passthrough: bool,
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions { read_only: false, passthrough: true, threads: 4 }
+    }
+}
+
+/// An open file: the data file the daemon reads and writes, and, with passthrough, the
+/// kernel's reference to it (kept alive until release).
+struct Handle {
+    ino: Ino,
+    file: File,
+    _backing: Option<Arc<BackingId>>,
+}
+
+pub struct VolumeFs {
+    pool: Arc<Pool>,
+    volume: Volume,
+    options: MountOptions,
+    passthrough: AtomicBool,
+    handles: DashMap<u64, Handle>,
+    next_fh: AtomicU64,
+}
+
+/// Replies with the core's error, logged at a level that fits it.
+macro_rules! fail {
+    ($reply:expr, $op:expr, $err:expr) => {{
+        let err: Error = $err;
+        if err.is_routine() {
+            tracing::debug!(op = $op, error = %err);
+        } else {
+            tracing::warn!(op = $op, error = %err);
+        }
+        $reply.error(Errno::from_i32(err.errno()))
+    }};
+}
+
+/// Runs a core call and replies with its value or its error.
+macro_rules! reply {
+    ($reply:ident, $op:expr, $call:expr, |$v:pat_param| $ok:expr) => {
+        match $call {
+            Ok($v) => $ok,
+            Err(e) => fail!($reply, $op, e),
+        }
+    };
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(t),
+    }
+}
+
+impl VolumeFs {
+    pub fn new(pool: Arc<Pool>, volume: Volume, options: MountOptions) -> Self {
+        let passthrough = AtomicBool::new(options.passthrough);
+        VolumeFs { pool, volume, options, passthrough, handles: DashMap::new(), next_fh: AtomicU64::new(1) }
+    }
+
+    /// Mounts the volume at `mountpoint` and serves it on worker threads until unmounted.
+    pub fn mount(self, mountpoint: &Path) -> std::io::Result<fuser::BackgroundSession> {
+        use fuser::MountOption as O;
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            O::FSName(format!("volfs:{}", self.volume.name)),
+            O::Subtype("volfs".into()),
+            O::DefaultPermissions,
+            O::Dev,
+            O::Suid,
+            if self.options.read_only { O::RO } else { O::RW },
+        ];
+        config.acl = fuser::SessionACL::All;
+        config.n_threads = Some(self.options.threads.max(1));
+        config.clone_fd = true;
+        fuser::spawn_mount(self, mountpoint, &config)
+    }
+
+    fn core(&self) -> &crate::core::Core {
+        self.pool.core()
+    }
+
+    /// The kernel calls the mount's root 1; everywhere else inode numbers are the pool's.
+    fn ino(&self, ino: INodeNo) -> Ino {
+        if ino == INodeNo::ROOT {
+            self.volume.root
+        } else {
+            Ino(ino.0)
+        }
+    }
+
+    fn kernel_ino(&self, ino: Ino) -> INodeNo {
+        if ino == self.volume.root {
+            INodeNo::ROOT
+        } else {
+            INodeNo(ino.0)
+        }
+    }
+
+    fn file_attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: self.kernel_ino(a.ino),
+            size: a.size,
+            blocks: a.blocks,
+            atime: a.atime,
+            mtime: a.mtime,
+            ctime: a.ctime,
+            crtime: a.crtime,
+            kind: file_type(a.kind),
+            perm: (a.perm & 0o7777) as u16,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: a.rdev,
+            blksize: crate::core::BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, attr: &Attr) {
+        reply.entry(&TTL, &self.file_attr(attr), Generation(0));
+    }
+
+    fn new_fh(&self) -> FileHandle {
+        FileHandle(self.next_fh.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Runs `f` on the data file of an open handle.
+    fn with_file<T>(&self, fh: FileHandle, f: impl FnOnce(&Handle) -> crate::Result<T>) -> crate::Result<T> {
+        let handle = self.handles.get(&fh.0).ok_or(Error::BadHandle(fh.0))?;
+        f(&handle)
+    }
+
+    /// Registers `file` with the kernel for passthrough I/O, or returns None when this
+    /// connection cannot (then the daemon serves reads and writes itself).
+    fn backing(
+        &self,
+        open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
+        file: &File,
+    ) -> Option<BackingId> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        match open_backing(file) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(volume = %self.volume.name, error = %e, "passthrough unavailable; serving file I/O in the daemon");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+impl fuser::Filesystem for VolumeFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let wanted =
+            InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        let _ = config.add_capabilities(wanted & config.capabilities());
+        if self.options.passthrough {
+            let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+                && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if !ok {
+                tracing::info!(volume = %self.volume.name, "kernel offers no FUSE passthrough");
+                self.passthrough.store(false, Ordering::Relaxed);
+            }
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply!(reply, "lookup", self.core().lookup(self.ino(parent), name.as_bytes()), |a| self.entry(reply, &a))
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        reply!(reply, "getattr", self.core().getattr(self.ino(ino)), |a| reply.attr(&TTL, &self.file_attr(&a)))
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr { mode, uid, gid, size, atime: atime.map(time_set), mtime: mtime.map(time_set) };
+        let ino = self.ino(ino);
+        let handle = fh.and_then(|fh| self.handles.get(&fh.0));
+        let result = self.core().setattr(ino, &set, handle.as_ref().map(|h| &h.file));
+        drop(handle);
+        reply!(reply, "setattr", result, |a| reply.attr(&TTL, &self.file_attr(&a)))
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        reply!(reply, "readlink", self.core().readlink(self.ino(ino)), |t| reply.data(&t))
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let spec = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => NodeSpec::File,
+            libc::S_IFIFO => NodeSpec::Special(Kind::Fifo, 0),
+            libc::S_IFSOCK => NodeSpec::Special(Kind::Socket, 0),
+            libc::S_IFCHR => NodeSpec::Special(Kind::CharDev, rdev),
+            libc::S_IFBLK => NodeSpec::Special(Kind::BlockDev, rdev),
+            _ => return fail!(reply, "mknod", Error::Invalid(format!("file type {:o}", mode & libc::S_IFMT))),
+        };
+        let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), spec, mode);
+        reply!(reply, "mknod", result, |(attr, file)| {
+            if file.is_some() {
+                drop(file);
+                if let Err(e) = self.core().release(attr.ino) {
+                    return fail!(reply, "mknod", e);
+                }
+            }
+            self.entry(reply, &attr)
+        })
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::Dir, mode);
+        reply!(reply, "mkdir", result, |(a, _)| self.entry(reply, &a))
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply!(reply, "unlink", self.core().unlink(self.ino(parent), name.as_bytes()), |_v| reply.ok())
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply!(reply, "rmdir", self.core().rmdir(self.ino(parent), name.as_bytes()), |_v| reply.ok())
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let spec = NodeSpec::Symlink(target.as_os_str().as_bytes().to_vec());
+        let result = self.core().make_node(caller(req), self.ino(parent), link_name.as_bytes(), spec, 0o777);
+        reply!(reply, "symlink", result, |(a, _)| self.entry(reply, &a))
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            RenameMode::Exchange
+        } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
+            RenameMode::NoReplace
+        } else if flags.is_empty() {
+            RenameMode::Replace
+        } else {
+            return fail!(reply, "rename", Error::Invalid(format!("rename flags {flags}")));
+        };
+        let result =
+            self.core().rename(self.ino(parent), name.as_bytes(), self.ino(newparent), newname.as_bytes(), mode);
+        reply!(reply, "rename", result, |_v| reply.ok())
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let result = self.core().link(self.ino(ino), self.ino(newparent), newname.as_bytes());
+        reply!(reply, "link", result, |a| self.entry(reply, &a))
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let ino = self.ino(ino);
+        let file = match self.core().open(ino) {
+            Ok(f) => f,
+            Err(e) => return fail!(reply, "open", e),
+        };
+        match self.backing(|f| reply.open_backing(f), &file) {
+            Some(id) => {
+                let (fh, id) = (self.new_fh(), Arc::new(id));
+                self.handles.insert(fh.0, Handle { ino, file, _backing: Some(id.clone()) });
+                reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
+            }
+            None => {
+                let fh = self.new_fh();
+                self.handles.insert(fh.0, Handle { ino, file, _backing: None });
+                reply.opened(fh, FopenFlags::empty());
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        reply!(reply, "read", self.with_file(fh, |h| self.core().read(&h.file, offset, size)), |d| reply.data(&d))
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply!(reply, "write", self.with_file(fh, |h| self.core().write(&h.file, offset, data)), |n| reply.written(n))
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some((_, handle)) = self.handles.remove(&fh.0) else {
+            return fail!(reply, "release", Error::BadHandle(fh.0));
+        };
+        let ino = handle.ino;
+        drop(handle);
+        reply!(reply, "release", self.core().release(ino), |_v| reply.ok())
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let result = self.with_file(fh, |h| self.core().fsync(h.ino, &h.file, datasync));
+        reply!(reply, "fsync", result, |_v| reply.ok())
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        reply!(reply, "readdir", self.core().readdir(self.ino(ino), offset), |entries| {
+            for e in entries {
+                if reply.add(self.kernel_ino(e.ino), e.offset, file_type(e.kind), OsStr::from_bytes(&e.name)) {
+                    break;
+                }
+            }
+            reply.ok()
+        })
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        reply!(reply, "readdirplus", self.core().readdir(self.ino(ino), offset), |entries| {
+            for e in entries {
+                // An entry removed since the listing was read is skipped, as if read later.
+                let Ok(attr) = self.core().getattr(e.ino) else { continue };
+                let name = OsStr::from_bytes(&e.name);
+                if reply.add(self.kernel_ino(e.ino), e.offset, name, &TTL, &self.file_attr(&attr), Generation(0)) {
+                    break;
+                }
+            }
+            reply.ok()
+        })
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply!(reply, "fsyncdir", self.core().sync_metadata(), |_v| reply.ok())
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply!(reply, "statfs", self.core().statfs(&self.volume), |s| reply
+            .statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize))
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
+            _ => return fail!(reply, "setxattr", Error::Invalid(format!("setxattr flags {flags}"))),
+        };
+        reply!(reply, "setxattr", self.core().setxattr(self.ino(ino), name.as_bytes(), value, mode), |_v| reply.ok())
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply!(reply, "getxattr", self.core().getxattr(self.ino(ino), name.as_bytes()), |v| reply_sized(
+            reply, &v, size
+        ))
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply!(reply, "listxattr", self.core().listxattr(self.ino(ino)), |v| reply_sized(reply, &v, size))
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply!(reply, "removexattr", self.core().removexattr(self.ino(ino), name.as_bytes()), |_v| reply.ok())
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::File, mode);
+        let (attr, file) = match result {
+            Ok((attr, Some(file))) => (attr, file),
+            Ok(_) => return fail!(reply, "create", Error::Corrupt("create made no data file".into())),
+            Err(e) => return fail!(reply, "create", e),
+        };
+        let fattr = self.file_attr(&attr);
+        match self.backing(|f| reply.open_backing(f), &file) {
+            Some(id) => {
+                let (fh, id) = (self.new_fh(), Arc::new(id));
+                self.handles.insert(fh.0, Handle { ino: attr.ino, file, _backing: Some(id.clone()) });
+                reply.created_passthrough(&TTL, &fattr, Generation(0), fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
+            }
+            None => {
+                let fh = self.new_fh();
+                self.handles.insert(fh.0, Handle { ino: attr.ino, file, _backing: None });
+                reply.created(&TTL, &fattr, Generation(0), fh, FopenFlags::empty());
+            }
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.with_file(fh, |h| self.core().fallocate(&h.file, offset, length, mode));
+        reply!(reply, "fallocate", result, |_v| reply.ok())
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        reply!(reply, "lseek", self.with_file(fh, |h| self.core().lseek(&h.file, offset, whence)), |p| reply.offset(p))
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let result = self.with_file(fh_in, |src| {
+            self.with_file(fh_out, |dst| {
+                // The kernel caps one reply at u32 bytes; copy no more than fits.
+                let len = len.min(u64::from(u32::MAX & !0xfff));
+                self.core().copy_file_range(&src.file, offset_in, &dst.file, offset_out, len)
+            })
+        });
+        reply!(reply, "copy_file_range", result, |n| reply.written(n as u32))
+    }
+}
+
+/// getxattr/listxattr: size 0 asks for the length; a buffer too small is ERANGE.
+fn reply_sized(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

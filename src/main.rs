@@ -1,0 +1,320 @@
+//! The `volfs` command: the daemon (`serve`) and the CLI that talks to it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use volfs::control::{self, CallError, Request};
+use volfs::daemon::{self, Service};
+use volfs::pool::{OpenMode, Pool};
+use volfs::quantity::{parse_size, HumanBytes};
+
+#[derive(Parser)]
+#[command(name = "volfs", version, about = "Container volumes served by a FUSE daemon")]
+struct Cli {
+    /// The pool directory that holds every volume.
+    #[arg(long, env = "VOLFS_POOL", global = true)]
+    pool: Option<PathBuf>,
+    /// The daemon's control socket (default: inside the pool).
+    #[arg(long, env = "VOLFS_SOCKET", global = true)]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the pool: every mount of it, and the control socket (runs in the foreground).
+    Serve,
+    /// Create, list, inspect and delete volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Mount a volume; starts a daemon for the pool if none runs. Returns once mounted.
+    Mount {
+        volume: String,
+        mountpoint: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        /// Serve file I/O in the daemon instead of letting the kernel pass it to the data files.
+        #[arg(long)]
+        no_passthrough: bool,
+    },
+    /// Unmount a volume.
+    Umount { mountpoint: PathBuf },
+    /// List the mounts the daemon serves.
+    Mounts,
+    /// Check every invariant of the pool; --repair reclaims leftovers of interrupted operations.
+    Fsck {
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Unmount everything and stop the daemon.
+    Shutdown,
+}
+
+#[derive(Subcommand)]
+enum VolumeCommand {
+    /// Create a volume. SIZE is a Kubernetes quantity: 10Gi, 500Mi, 1G.
+    Create {
+        name: String,
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        capacity: Option<u64>,
+    },
+    List,
+    Inspect {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = if matches!(cli.command, Command::Serve) { "info,fjall=warn,lsm_tree=warn" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("volfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let pool = cli
+        .pool
+        .as_deref()
+        .ok_or_else(|| anyhow!("no pool given: pass --pool DIR or set VOLFS_POOL"))
+        .and_then(|p| std::path::absolute(p).context("resolving the pool path"))?;
+    let socket = cli.socket.as_deref().map(std::path::absolute).transpose()?;
+    let ctx =
+        Ctx { socket: control::socket_path(&pool, socket.as_deref()), explicit_socket: socket, pool, json: cli.json };
+    match cli.command {
+        Command::Serve => {
+            daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Volume(VolumeCommand::Create { name, capacity }) => {
+            let v = ctx
+                .request(Request::CreateVolume { name, capacity: capacity.unwrap_or(0) }, OpenMode::CreateIfMissing)?;
+            ctx.print(&v, |v| {
+                println!("created volume {} (capacity {})", v["name"].as_str().unwrap_or(""), capacity_text(v))
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Volume(VolumeCommand::List) => {
+            let v = ctx.request(Request::ListVolumes, OpenMode::Existing)?;
+            ctx.print(&v, print_volume_table);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Volume(VolumeCommand::Inspect { name }) => {
+            let v = ctx.request(Request::InspectVolume { name }, OpenMode::Existing)?;
+            ctx.print(&v, print_volume);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Volume(VolumeCommand::Delete { name }) => {
+            let v = ctx.request(Request::DeleteVolume { name: name.clone() }, OpenMode::Existing)?;
+            ctx.print(&v, |_| println!("deleted volume {name}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mount { volume, mountpoint, read_only, no_passthrough } => {
+            ctx.ensure_daemon()?;
+            let mountpoint = std::path::absolute(&mountpoint)?;
+            let request = Request::Mount { volume, mountpoint, read_only, passthrough: !no_passthrough };
+            let v = ctx.daemon_call(request)?;
+            ctx.print(&v, |v| {
+                let ro = if v["read_only"] == Value::Bool(true) { " (read-only)" } else { "" };
+                println!(
+                    "mounted {} at {}{ro}",
+                    v["volume"].as_str().unwrap_or(""),
+                    v["mountpoint"].as_str().unwrap_or("")
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Umount { mountpoint } => {
+            let v = ctx.daemon_call(Request::Umount { mountpoint: std::path::absolute(&mountpoint)? })?;
+            ctx.print(&v, |v| println!("unmounted {}", v["unmounted"].as_str().unwrap_or("")));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mounts => {
+            let v = ctx.daemon_call(Request::ListMounts)?;
+            ctx.print(&v, |v| {
+                println!("{:<30} {:<50} MODE", "VOLUME", "MOUNTPOINT");
+                for m in v.as_array().into_iter().flatten() {
+                    let mode = if m["read_only"] == Value::Bool(true) { "ro" } else { "rw" };
+                    println!(
+                        "{:<30} {:<50} {mode}",
+                        m["volume"].as_str().unwrap_or(""),
+                        m["mountpoint"].as_str().unwrap_or("")
+                    );
+                }
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fsck { repair } => {
+            let v = ctx.request(Request::Fsck { repair }, OpenMode::Existing)?;
+            ctx.print(&v, print_fsck);
+            let clean = v["problems"].as_array().is_some_and(|p| p.is_empty());
+            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Shutdown => {
+            ctx.daemon_call(Request::Shutdown)?;
+            ctx.print(&Value::Null, |_| println!("daemon for {} stopped", ctx.pool.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+struct Ctx {
+    pool: PathBuf,
+    socket: PathBuf,
+    explicit_socket: Option<PathBuf>,
+    json: bool,
+}
+
+impl Ctx {
+    fn print(&self, v: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            human(v);
+        }
+    }
+
+    /// Asks the daemon that serves the pool.
+    fn daemon_call(&self, request: Request) -> anyhow::Result<Value> {
+        control::call(&self.socket, &request).map_err(|e| match e {
+            CallError::NotRunning(_) => anyhow!(
+                "no volfs daemon serves pool {} (start one with `volfs serve` or `volfs mount`)",
+                self.pool.display()
+            ),
+            CallError::Failed(msg) => anyhow!(msg),
+        })
+    }
+
+    /// Asks the daemon when one runs; otherwise opens the pool here and answers in-process.
+    fn request(&self, request: Request, mode: OpenMode) -> anyhow::Result<Value> {
+        match control::call(&self.socket, &request) {
+            Ok(v) => Ok(v),
+            Err(CallError::Failed(msg)) => bail!(msg),
+            Err(CallError::NotRunning(_)) => {
+                let pool = match request {
+                    Request::Fsck { .. } => Pool::open_unrecovered(&self.pool, mode)?,
+                    _ => Pool::open(&self.pool, mode)?,
+                };
+                Service::new(pool, false).handle(request).map_err(|e| anyhow!(e))
+            }
+        }
+    }
+
+    /// Starts a daemon for the pool in the background (its own session, so it outlives this
+    /// command) unless one already answers.
+    fn ensure_daemon(&self) -> anyhow::Result<()> {
+        if control::call(&self.socket, &Request::Ping).is_ok() {
+            return Ok(());
+        }
+        // Opening here first turns a bad pool into a clear error before anything starts.
+        drop(Pool::open(&self.pool, OpenMode::CreateIfMissing)?);
+        let log_path = self.pool.join("daemon.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut cmd = Process::new(std::env::current_exe()?);
+        cmd.arg("serve").arg("--pool").arg(&self.pool);
+        if let Some(s) = &self.explicit_socket {
+            cmd.arg("--socket").arg(s);
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        // SAFETY: setsid is async-signal-safe; it detaches the daemon from our session.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("starting the daemon")?;
+        for _ in 0..500 {
+            if control::call(&self.socket, &Request::Ping).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("the daemon exited ({status}): {}", log_tail(&log_path));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("the daemon did not answer on {} within 10 s; see {}", self.socket.display(), log_path.display())
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+fn capacity_text(v: &Value) -> String {
+    match v["capacity"].as_u64() {
+        Some(0) | None => "unlimited".into(),
+        Some(c) => HumanBytes(c).to_string(),
+    }
+}
+
+fn print_volume_table(v: &Value) {
+    println!("{:<40} {:>12} {:>12} {:>10}", "NAME", "CAPACITY", "USED", "INODES");
+    for vol in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<40} {:>12} {:>12} {:>10}",
+            vol["name"].as_str().unwrap_or(""),
+            capacity_text(vol),
+            HumanBytes(vol["used_bytes"].as_u64().unwrap_or(0)).to_string(),
+            vol["inodes"].as_u64().unwrap_or(0)
+        );
+    }
+}
+
+fn print_volume(v: &Value) {
+    println!("name:      {}", v["name"].as_str().unwrap_or(""));
+    println!("capacity:  {}", capacity_text(v));
+    println!("used:      {}", HumanBytes(v["used_bytes"].as_u64().unwrap_or(0)));
+    println!("inodes:    {}", v["inodes"].as_u64().unwrap_or(0));
+    println!("created:   {} (unix time)", v["created_unix"].as_i64().unwrap_or(0));
+    let mounts: Vec<String> = v["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let mode = if m["read_only"] == Value::Bool(true) { "ro" } else { "rw" };
+            format!("{} ({mode})", m["mountpoint"].as_str().unwrap_or(""))
+        })
+        .collect();
+    println!("mounts:    {}", if mounts.is_empty() { "none".to_string() } else { mounts.join(", ") });
+}
+
+fn print_fsck(v: &Value) {
+    println!(
+        "checked {} volumes, {} inodes, {} data files",
+        v["volumes"].as_u64().unwrap_or(0),
+        v["inodes"].as_u64().unwrap_or(0),
+        v["data_files"].as_u64().unwrap_or(0)
+    );
+    for p in v["problems"].as_array().into_iter().flatten() {
+        println!("problem: {}", p.as_str().unwrap_or(""));
+    }
+    let verb = if v["repaired"] == Value::Bool(true) { "reclaimed" } else { "reclaimable" };
+    for r in v["reclaimable"].as_array().into_iter().flatten() {
+        println!("{verb}: {}", r.as_str().unwrap_or(""));
+    }
+    let problems = v["problems"].as_array().map_or(0, Vec::len);
+    println!("{}", if problems == 0 { "pool is consistent".to_string() } else { format!("{problems} problems found") });
+}

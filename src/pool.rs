@@ -1,0 +1,342 @@
+//! A pool: the directory on the node that holds every volume. It owns the lock that makes one
+//! daemon its only writer, the metadata engine and the data store, recovery after an unclean
+//! stop, and the volume table.
+//!
+//! Layout: `volfs-pool` (format marker), `lock` (flock, holder's pid), `clean` (present only
+//! after an orderly close), `meta/` (metadata engine), `data/` (data files).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::core::Core;
+use crate::data::DataStore;
+use crate::error::{Error, Result};
+use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, Volume, VolumeId};
+use crate::names::VolumeName;
+
+const FORMAT_FILE: &str = "volfs-pool";
+const FORMAT: &str = "volfs pool format 1\n";
+const CLEAN_MARK: &str = "clean";
+
+/// Whether opening may create a pool that does not exist yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the pool when the directory is missing or empty.
+    CreateIfMissing,
+    /// The pool must exist already.
+    Existing,
+}
+
+/// What `volfs volume list` and `inspect` show.
+#[derive(Clone, Debug, Serialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub id: u64,
+    pub capacity: u64,
+    pub used_bytes: u64,
+    pub inodes: u64,
+    pub created_unix: i64,
+}
+
+pub struct Pool {
+    dir: PathBuf,
+    core: Core,
+    lock: File,
+}
+
+impl Pool {
+    /// Opens the pool at `dir`, taking its lock. After an unclean stop, reclaims what
+    /// interrupted operations left behind (the pool is consistent either way).
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Pool> {
+        let pool = Pool::open_unrecovered(dir, mode)?;
+        let was_clean = fs::remove_file(pool.dir.join(CLEAN_MARK)).is_ok();
+        let _w = pool.core.lock();
+        // Nothing is open right after a start, so every orphan inode can go.
+        let orphans = pool.core.meta().orphans()?;
+        let data = if was_clean { Vec::new() } else { pool.unreferenced_data()? };
+        pool.reclaim(&data, &orphans)?;
+        if !orphans.is_empty() || !data.is_empty() {
+            tracing::info!(
+                pool = %pool.dir.display(),
+                inodes = orphans.len(),
+                data_files = data.len(),
+                "reclaimed leftovers of interrupted operations"
+            );
+        }
+        drop(_w);
+        Ok(pool)
+    }
+
+    /// Opens the pool without any recovery, as fsck wants to see it.
+    pub fn open_unrecovered(dir: &Path, mode: OpenMode) -> Result<Pool> {
+        prepare_dir(dir, mode)?;
+        let lock = take_lock(dir)?;
+        let meta = Meta::open(&dir.join("meta"))?;
+        let data = DataStore::at(&dir.join("data"))?;
+        let core = Core::new(dir, meta, data)?;
+        Ok(Pool { dir: dir.to_path_buf(), core, lock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Removes data files no inode refers to and orphan inodes no one has open. The caller
+    /// holds the core's write lock.
+    pub(crate) fn reclaim(&self, data: &[DataId], orphans: &[Ino]) -> Result<()> {
+        let meta = self.core.meta();
+        let mut txn = Txn::default();
+        let mut freed: Vec<DataId> = data.to_vec();
+        let mut usage: HashMap<VolumeId, Usage> = HashMap::new();
+        for &ino in orphans {
+            txn.delete_orphan(ino);
+            let Some(inode) = meta.inode(ino)? else { continue };
+            if inode.nlink > 0 {
+                continue;
+            }
+            txn.delete_inode(ino);
+            for name in meta.xattr_names(ino)? {
+                txn.delete_xattr(ino, &name);
+            }
+            let u = match usage.entry(inode.volume) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(meta.usage(inode.volume)?),
+            };
+            u.inodes = u.inodes.saturating_sub(1);
+            freed.extend(inode.data);
+        }
+        for (volume, u) in &usage {
+            txn.put_usage(*volume, u);
+        }
+        meta.commit(txn)?;
+        for id in freed {
+            self.core.data().remove(id)?;
+        }
+        meta.sync()
+    }
+
+    /// Data files no inode refers to: left when a create or unlink was cut short. The caller
+    /// holds the core's write lock, so no create is half done.
+    pub fn unreferenced_data(&self) -> Result<Vec<DataId>> {
+        let referenced: HashSet<_> = self.core.meta().all_inodes()?.into_iter().filter_map(|(_, i)| i.data).collect();
+        Ok(self.core.data().all()?.into_iter().filter(|id| !referenced.contains(id)).collect())
+    }
+
+    pub fn create_volume(&self, name: &VolumeName, capacity: u64) -> Result<Volume> {
+        let core = &self.core;
+        let _w = core.lock();
+        if core.meta().volume(name.as_str())?.is_some() {
+            return Err(Error::Exists(format!("volume {name}")));
+        }
+        let mut txn = Txn::default();
+        let id = VolumeId(core.alloc_id(&mut txn));
+        let root = Ino(core.alloc_id(&mut txn));
+        let now = Timestamp::now();
+        let inode = Inode {
+            volume: id,
+            kind: Kind::Dir,
+            perm: 0o777,
+            uid: 0,
+            gid: 0,
+            nlink: 2,
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            parent: root,
+            data: None,
+            target: Vec::new(),
+            next_cookie: 3,
+            entries: 0,
+        };
+        let volume = Volume { id, name: name.to_string(), root, capacity, created: now };
+        txn.put_inode(root, &inode);
+        txn.put_volume(&volume);
+        txn.put_usage(id, &Usage { inodes: 1 });
+        core.meta().commit(txn)?;
+        Ok(volume)
+    }
+
+    pub fn volume(&self, name: &str) -> Result<Volume> {
+        self.core.meta().volume(name)?.ok_or_else(|| Error::NotFound(format!("volume {name}")))
+    }
+
+    pub fn volume_info(&self, volume: &Volume) -> Result<VolumeInfo> {
+        let usage = self.core.meta().usage(volume.id)?;
+        let mut used_bytes = 0;
+        self.walk(volume.root, &mut |_, _, inode| {
+            if let Some(id) = inode.data {
+                used_bytes += self.core.data().stat(id).map(|m| m.blocks() * 512).unwrap_or(0);
+            }
+        })?;
+        Ok(VolumeInfo {
+            name: volume.name.clone(),
+            id: volume.id.0,
+            capacity: volume.capacity,
+            used_bytes,
+            inodes: usage.inodes,
+            created_unix: volume.created.secs,
+        })
+    }
+
+    pub fn volumes(&self) -> Result<Vec<VolumeInfo>> {
+        self.core.meta().volumes()?.iter().map(|v| self.volume_info(v)).collect()
+    }
+
+    /// Calls `visit(parent, name, inode)` for every inode below `root` (each hard-linked inode
+    /// once per name), depth first.
+    pub fn walk(&self, root: Ino, visit: &mut dyn FnMut(Ino, &[u8], &Inode)) -> Result<()> {
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for (name, entry) in self.core.meta().all_entries(dir)? {
+                let Some(inode) = self.core.meta().inode(entry.ino)? else { continue };
+                if inode.kind == Kind::Dir {
+                    stack.push(entry.ino);
+                }
+                visit(dir, &name, &inode);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a volume and everything in it, in one transaction. The caller makes sure it is
+    /// not mounted.
+    pub fn delete_volume(&self, name: &str) -> Result<()> {
+        let volume = self.volume(name)?;
+        let _w = self.core.lock();
+        let mut txn = Txn::default();
+        let mut inodes: Vec<Ino> = vec![volume.root];
+        let mut data = Vec::new();
+        let mut dirents = Vec::new();
+        let mut stack = vec![volume.root];
+        while let Some(dir) = stack.pop() {
+            for (name, entry) in self.core.meta().all_entries(dir)? {
+                dirents.push((dir, name, entry));
+                if entry.kind == Kind::Dir {
+                    stack.push(entry.ino);
+                }
+                inodes.push(entry.ino);
+            }
+        }
+        inodes.sort();
+        inodes.dedup();
+        for (dir, name, entry) in &dirents {
+            txn.delete_dirent(*dir, name, *entry);
+        }
+        for ino in inodes.into_iter().chain(self.orphans_of(volume.id)?) {
+            if let Some(inode) = self.core.meta().inode(ino)? {
+                data.extend(inode.data);
+            }
+            txn.delete_inode(ino);
+            txn.delete_orphan(ino);
+            for name in self.core.meta().xattr_names(ino)? {
+                txn.delete_xattr(ino, &name);
+            }
+        }
+        txn.delete_volume(&volume);
+        self.core.meta().commit(txn)?;
+        for id in data {
+            self.core.data().remove(id)?;
+        }
+        Ok(())
+    }
+
+    fn orphans_of(&self, volume: VolumeId) -> Result<Vec<Ino>> {
+        let mut out = Vec::new();
+        for ino in self.core.meta().orphans()? {
+            if self.core.meta().inode(ino)?.is_some_and(|i| i.volume == volume) {
+                out.push(ino);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // An orderly close: everything durable, and the next open may skip the data scan.
+        match self.core.sync_metadata() {
+            Ok(()) => {
+                if let Err(e) = File::create(self.dir.join(CLEAN_MARK)).and_then(|f| f.sync_all()) {
+                    tracing::warn!(error = %e, "could not mark the pool clean");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not sync metadata on close"),
+        }
+        // SAFETY: plain syscall on our own descriptor; closing it would release the lock too.
+        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn prepare_dir(dir: &Path, mode: OpenMode) -> Result<()> {
+    let format = dir.join(FORMAT_FILE);
+    if format.exists() {
+        let text = fs::read_to_string(&format)?;
+        if text != FORMAT {
+            return Err(Error::Invalid(format!("{} holds an unknown pool format: {:?}", dir.display(), text.trim())));
+        }
+        return Ok(());
+    }
+    let missing = !dir.exists();
+    if mode == OpenMode::Existing {
+        return Err(Error::NotFound(if missing {
+            format!("no volfs pool at {} (the directory does not exist)", dir.display())
+        } else {
+            format!("{} is not a volfs pool", dir.display())
+        }));
+    }
+    if !missing && fs::read_dir(dir)?.next().is_some() {
+        return Err(Error::Invalid(format!("{} is not empty and is not a volfs pool", dir.display())));
+    }
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(".volfs-pool.tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(FORMAT.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, &format)?;
+    // A brand-new pool has nothing to recover.
+    File::create(dir.join(CLEAN_MARK))?;
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Takes the pool's exclusive lock, or names the daemon that holds it.
+fn take_lock(dir: &Path) -> Result<File> {
+    let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("lock"))?;
+    // SAFETY: plain syscall on our own descriptor.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = lock.read_to_string(&mut holder);
+        return Err(Error::Busy(format!(
+            "pool {} is in use by another volfs process (pid {})",
+            dir.display(),
+            holder.trim()
+        )));
+    }
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+    Ok(lock)
+}
+
+/// The pid of the process holding the pool's lock, if any.
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    let lock = File::open(dir.join("lock")).ok()?;
+    // SAFETY: plain syscall on our own descriptor; a shared probe released right away.
+    let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if free {
+        return None;
+    }
+    fs::read_to_string(dir.join("lock")).ok()?.trim().parse().ok()
+}
