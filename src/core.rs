@@ -421,7 +421,8 @@ impl Core {
         }
     }
 
-    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<()> {
+    /// Removes a name; returns the inode that lost a link.
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Result<Ino> {
         check_component(name)?;
         let _w = self.lock();
         let mut dir = self.dir_inode(parent)?;
@@ -440,7 +441,7 @@ impl Core {
         let data = self.unlink_inode(&mut txn, entry.ino, &mut inode, now)?;
         self.meta.commit(txn)?;
         self.remove_data(data);
-        Ok(())
+        Ok(entry.ino)
     }
 
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> Result<()> {
@@ -482,7 +483,15 @@ impl Core {
         }
     }
 
-    pub fn rename(&self, parent: Ino, name: &[u8], new_parent: Ino, new_name: &[u8], mode: RenameMode) -> Result<()> {
+    /// Renames; returns the inodes whose attributes changed, besides the two directories.
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        mode: RenameMode,
+    ) -> Result<Vec<Ino>> {
         check_component(name)?;
         check_component(new_name)?;
         let _w = self.lock();
@@ -506,7 +515,7 @@ impl Core {
             (RenameMode::Exchange, None) => return Err(Error::NotFound(lossy(new_name))),
             (RenameMode::Exchange, Some(dst)) => {
                 if src.ino == dst.ino {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
                 if src.kind == Kind::Dir {
                     self.check_not_inside(new_parent, src.ino)?;
@@ -532,7 +541,7 @@ impl Core {
                 if let Some(dst) = dst {
                     if dst.ino == src.ino {
                         // Two names of one file: POSIX says do nothing.
-                        return Ok(());
+                        return Ok(Vec::new());
                     }
                     match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
                         (true, false) => return Err(Error::NotDir(lossy(new_name))),
@@ -583,7 +592,7 @@ impl Core {
         }
         self.meta.commit(txn)?;
         self.remove_data(removed_data);
-        Ok(())
+        Ok(std::iter::once(src.ino).chain(dst.map(|d| d.ino)).collect())
     }
 
     pub fn setattr(&self, ino: Ino, set: &SetAttr, file: Option<&File>) -> Result<Attr> {

@@ -7,19 +7,23 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::control::{Request, Response, DEFAULT_SOCKET, SOCKET_RECORD};
+use crate::fuse::coherence::Coherence;
 use crate::fuse::{MountOptions, VolumeFs};
+use crate::meta::VolumeId;
 use crate::names::VolumeName;
 use crate::pool::Pool;
 
 struct Mounted {
     volume: String,
+    volume_id: VolumeId,
+    session_id: u64,
     read_only: bool,
     session: fuser::BackgroundSession,
 }
@@ -38,17 +42,32 @@ pub struct Service {
     /// Whether this process is the daemon (mounts are possible, fsck runs online).
     daemon: bool,
     stopping: AtomicBool,
+    coherence: Arc<Coherence>,
+    next_session: AtomicU64,
 }
 
 impl Service {
     pub fn new(pool: Pool, daemon: bool) -> Self {
-        Service { pool: Arc::new(pool), mounts: Mutex::new(HashMap::new()), daemon, stopping: AtomicBool::new(false) }
+        Service {
+            pool: Arc::new(pool),
+            mounts: Mutex::new(HashMap::new()),
+            daemon,
+            stopping: AtomicBool::new(false),
+            coherence: Arc::new(Coherence::new()),
+            next_session: AtomicU64::new(1),
+        }
     }
 
     fn mounts(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Mounted>> {
         let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
         // A mount someone took down with fusermount3 or umount ends its session by itself.
-        mounts.retain(|_, m| !m.session.guard.is_finished());
+        mounts.retain(|_, m| {
+            let alive = !m.session.guard.is_finished();
+            if !alive {
+                self.coherence.unregister(m.volume_id, m.session_id);
+            }
+            alive
+        });
         mounts
     }
 
@@ -117,16 +136,20 @@ impl Service {
             return Err(format!("mountpoint {} is busy: something is mounted there", at.display()));
         }
         let read_only = options.read_only;
-        let fs = VolumeFs::new(self.pool.clone(), volume.clone(), options);
+        let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let fs = VolumeFs::new(self.pool.clone(), volume.clone(), options, self.coherence.clone(), session_id);
         let session = fs.mount(&at).map_err(|e| format!("mounting {} at {}: {e}", volume.name, at.display()))?;
+        self.coherence.register(volume.id, session_id, volume.root, session.notifier());
         tracing::info!(volume = %volume.name, mountpoint = %at.display(), read_only, "mounted");
-        mounts.insert(at.clone(), Mounted { volume: volume.name.clone(), read_only, session });
+        let mounted = Mounted { volume: volume.name.clone(), volume_id: volume.id, session_id, read_only, session };
+        mounts.insert(at.clone(), mounted);
         Ok(json!({ "volume": volume.name, "mountpoint": at, "read_only": read_only }))
     }
 
     fn umount(&self, mountpoint: &Path) -> Result<Value, String> {
         let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
         let mounted = self.mounts().remove(&at).ok_or_else(|| format!("no volfs mount at {}", mountpoint.display()))?;
+        self.coherence.unregister(mounted.volume_id, mounted.session_id);
         mounted.session.umount_and_join().map_err(|e| format!("unmounting {}: {e}", at.display()))?;
         tracing::info!(volume = %mounted.volume, mountpoint = %at.display(), "unmounted");
         Ok(json!({ "unmounted": at }))
@@ -137,6 +160,7 @@ impl Service {
         self.stopping.store(true, Ordering::SeqCst);
         let mounts: Vec<_> = self.mounts().drain().collect();
         for (at, m) in mounts {
+            self.coherence.unregister(m.volume_id, m.session_id);
             if let Err(e) = m.session.umount_and_join() {
                 tracing::warn!(mountpoint = %at.display(), error = %e, "unmount on shutdown failed");
             }

@@ -2,6 +2,8 @@
 //! arguments, calls the filesystem core once and replies; errors become errnos through
 //! `Error::errno`. The only module that knows fuser types or kernel flags.
 
+pub mod coherence;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -21,10 +23,12 @@ use crate::core::{Attr, Caller, NodeSpec, RenameMode, SetAttr, TimeSet, XattrMod
 use crate::error::Error;
 use crate::meta::{Ino, Kind, Volume};
 use crate::pool::Pool;
+use coherence::{Change, Coherence};
 
 /// How long the kernel may trust names and attributes. volfs is the only writer of a volume's
-/// metadata, but another mount of the same volume may change it, so this stays short.
-const TTL: Duration = Duration::from_secs(1);
+/// metadata and tells every other mount of a volume what one mount changed (`coherence`), so
+/// the kernel may keep them long.
+const TTL: Duration = Duration::from_secs(3600);
 
 /// How a volume is mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,7 @@ impl Default for MountOptions {
 /// kernel's reference to it (kept alive until release).
 struct Handle {
     ino: Ino,
+    writable: bool,
     file: File,
     _backing: Option<Arc<BackingId>>,
 }
@@ -56,6 +61,8 @@ pub struct VolumeFs {
     passthrough: AtomicBool,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    coherence: Arc<Coherence>,
+    session: u64,
 }
 
 /// Replies with the core's error, logged at a level that fits it.
@@ -105,9 +112,36 @@ fn time_set(t: TimeOrNow) -> TimeSet {
 }
 
 impl VolumeFs {
-    pub fn new(pool: Arc<Pool>, volume: Volume, options: MountOptions) -> Self {
+    /// A filesystem for one mount of `volume`; `session` tells it apart from the volume's other
+    /// mounts in `coherence`.
+    pub fn new(
+        pool: Arc<Pool>,
+        volume: Volume,
+        options: MountOptions,
+        coherence: Arc<Coherence>,
+        session: u64,
+    ) -> Self {
         let passthrough = AtomicBool::new(options.passthrough);
-        VolumeFs { pool, volume, options, passthrough, handles: DashMap::new(), next_fh: AtomicU64::new(1) }
+        VolumeFs {
+            pool,
+            volume,
+            options,
+            passthrough,
+            handles: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            coherence,
+            session,
+        }
+    }
+
+    /// Tells the volume's other mounts what this one changed.
+    fn publish(&self, changes: impl FnOnce() -> Vec<Change>) {
+        self.coherence.publish(self.volume.id, self.session, changes);
+    }
+
+    /// A name created in `parent`.
+    fn publish_new_entry(&self, parent: Ino, name: &OsStr) {
+        self.publish(|| vec![Change::Entry(parent, name.as_bytes().to_vec()), Change::Attr(parent)]);
     }
 
     /// Mounts the volume at `mountpoint` and serves it on worker threads until unmounted.
@@ -224,7 +258,12 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply!(reply, "lookup", self.core().lookup(self.ino(parent), name.as_bytes()), |a| self.entry(reply, &a))
+        match self.core().lookup(self.ino(parent), name.as_bytes()) {
+            Ok(a) => self.entry(reply, &a),
+            // Inode 0 is a negative entry: the kernel remembers the name does not exist.
+            Err(Error::NotFound(_)) => reply.entry(&TTL, &negative_attr(), Generation(0)),
+            Err(e) => fail!(reply, "lookup", e),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -254,7 +293,10 @@ impl fuser::Filesystem for VolumeFs {
         let handle = fh.and_then(|fh| self.handles.get(&fh.0));
         let result = self.core().setattr(ino, &set, handle.as_ref().map(|h| &h.file));
         drop(handle);
-        reply!(reply, "setattr", result, |a| reply.attr(&TTL, &self.file_attr(&a)))
+        reply!(reply, "setattr", result, |a| {
+            self.publish(|| vec![if size.is_some() { Change::Data(ino) } else { Change::Attr(ino) }]);
+            reply.attr(&TTL, &self.file_attr(&a))
+        })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -287,27 +329,44 @@ impl fuser::Filesystem for VolumeFs {
                     return fail!(reply, "mknod", e);
                 }
             }
+            self.publish_new_entry(self.ino(parent), name);
             self.entry(reply, &attr)
         })
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::Dir, mode);
-        reply!(reply, "mkdir", result, |(a, _)| self.entry(reply, &a))
+        reply!(reply, "mkdir", result, |(a, _)| {
+            self.publish_new_entry(self.ino(parent), name);
+            self.entry(reply, &a)
+        })
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, "unlink", self.core().unlink(self.ino(parent), name.as_bytes()), |_v| reply.ok())
+        let parent = self.ino(parent);
+        reply!(reply, "unlink", self.core().unlink(parent, name.as_bytes()), |ino| {
+            self.publish(|| {
+                vec![Change::Entry(parent, name.as_bytes().to_vec()), Change::Attr(parent), Change::Attr(ino)]
+            });
+            reply.ok()
+        })
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, "rmdir", self.core().rmdir(self.ino(parent), name.as_bytes()), |_v| reply.ok())
+        let parent = self.ino(parent);
+        reply!(reply, "rmdir", self.core().rmdir(parent, name.as_bytes()), |_v| {
+            self.publish(|| vec![Change::Entry(parent, name.as_bytes().to_vec()), Change::Attr(parent)]);
+            reply.ok()
+        })
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let spec = NodeSpec::Symlink(target.as_os_str().as_bytes().to_vec());
         let result = self.core().make_node(caller(req), self.ino(parent), link_name.as_bytes(), spec, 0o777);
-        reply!(reply, "symlink", result, |(a, _)| self.entry(reply, &a))
+        reply!(reply, "symlink", result, |(a, _)| {
+            self.publish_new_entry(self.ino(parent), link_name);
+            self.entry(reply, &a)
+        })
     }
 
     fn rename(
@@ -329,18 +388,37 @@ impl fuser::Filesystem for VolumeFs {
         } else {
             return fail!(reply, "rename", Error::Invalid(format!("rename flags {flags}")));
         };
-        let result =
-            self.core().rename(self.ino(parent), name.as_bytes(), self.ino(newparent), newname.as_bytes(), mode);
-        reply!(reply, "rename", result, |_v| reply.ok())
+        let (parent, newparent) = (self.ino(parent), self.ino(newparent));
+        let result = self.core().rename(parent, name.as_bytes(), newparent, newname.as_bytes(), mode);
+        reply!(reply, "rename", result, |changed| {
+            self.publish(|| {
+                let mut changes = vec![
+                    Change::Entry(parent, name.as_bytes().to_vec()),
+                    Change::Entry(newparent, newname.as_bytes().to_vec()),
+                    Change::Attr(parent),
+                    Change::Attr(newparent),
+                ];
+                changes.extend(changed.into_iter().map(Change::Attr));
+                changes
+            });
+            reply.ok()
+        })
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        let result = self.core().link(self.ino(ino), self.ino(newparent), newname.as_bytes());
-        reply!(reply, "link", result, |a| self.entry(reply, &a))
+        let (ino, newparent) = (self.ino(ino), self.ino(newparent));
+        let result = self.core().link(ino, newparent, newname.as_bytes());
+        reply!(reply, "link", result, |a| {
+            self.publish(|| {
+                vec![Change::Entry(newparent, newname.as_bytes().to_vec()), Change::Attr(newparent), Change::Attr(ino)]
+            });
+            self.entry(reply, &a)
+        })
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let ino = self.ino(ino);
+        let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let file = match self.core().open(ino) {
             Ok(f) => f,
             Err(e) => return fail!(reply, "open", e),
@@ -348,12 +426,12 @@ impl fuser::Filesystem for VolumeFs {
         match self.backing(|f| reply.open_backing(f), &file) {
             Some(id) => {
                 let (fh, id) = (self.new_fh(), Arc::new(id));
-                self.handles.insert(fh.0, Handle { ino, file, _backing: Some(id.clone()) });
+                self.handles.insert(fh.0, Handle { ino, writable, file, _backing: Some(id.clone()) });
                 reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
             }
             None => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino, file, _backing: None });
+                self.handles.insert(fh.0, Handle { ino, writable, file, _backing: None });
                 reply.opened(fh, FopenFlags::empty());
             }
         }
@@ -405,8 +483,11 @@ impl fuser::Filesystem for VolumeFs {
         let Some((_, handle)) = self.handles.remove(&fh.0) else {
             return fail!(reply, "release", Error::BadHandle(fh.0));
         };
-        let ino = handle.ino;
+        let (ino, writable) = (handle.ino, handle.writable);
         drop(handle);
+        if writable {
+            self.publish(|| vec![Change::Data(ino)]);
+        }
         reply!(reply, "release", self.core().release(ino), |_v| reply.ok())
     }
 
@@ -465,7 +546,11 @@ impl fuser::Filesystem for VolumeFs {
             libc::XATTR_REPLACE => XattrMode::Replace,
             _ => return fail!(reply, "setxattr", Error::Invalid(format!("setxattr flags {flags}"))),
         };
-        reply!(reply, "setxattr", self.core().setxattr(self.ino(ino), name.as_bytes(), value, mode), |_v| reply.ok())
+        let ino = self.ino(ino);
+        reply!(reply, "setxattr", self.core().setxattr(ino, name.as_bytes(), value, mode), |_v| {
+            self.publish(|| vec![Change::Attr(ino)]);
+            reply.ok()
+        })
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -479,7 +564,11 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply!(reply, "removexattr", self.core().removexattr(self.ino(ino), name.as_bytes()), |_v| reply.ok())
+        let ino = self.ino(ino);
+        reply!(reply, "removexattr", self.core().removexattr(ino, name.as_bytes()), |_v| {
+            self.publish(|| vec![Change::Attr(ino)]);
+            reply.ok()
+        })
     }
 
     fn create(
@@ -493,6 +582,9 @@ impl fuser::Filesystem for VolumeFs {
         reply: ReplyCreate,
     ) {
         let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::File, mode);
+        if result.is_ok() {
+            self.publish_new_entry(self.ino(parent), name);
+        }
         let (attr, file) = match result {
             Ok((attr, Some(file))) => (attr, file),
             Ok(_) => return fail!(reply, "create", Error::Corrupt("create made no data file".into())),
@@ -502,12 +594,12 @@ impl fuser::Filesystem for VolumeFs {
         match self.backing(|f| reply.open_backing(f), &file) {
             Some(id) => {
                 let (fh, id) = (self.new_fh(), Arc::new(id));
-                self.handles.insert(fh.0, Handle { ino: attr.ino, file, _backing: Some(id.clone()) });
+                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, _backing: Some(id.clone()) });
                 reply.created_passthrough(&TTL, &fattr, Generation(0), fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
             }
             None => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino: attr.ino, file, _backing: None });
+                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, _backing: None });
                 reply.created(&TTL, &fattr, Generation(0), fh, FopenFlags::empty());
             }
         }
@@ -523,8 +615,11 @@ impl fuser::Filesystem for VolumeFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let result = self.with_file(fh, |h| self.core().fallocate(&h.file, offset, length, mode));
-        reply!(reply, "fallocate", result, |_v| reply.ok())
+        let result = self.with_file(fh, |h| self.core().fallocate(&h.file, offset, length, mode).map(|()| h.ino));
+        reply!(reply, "fallocate", result, |ino| {
+            self.publish(|| vec![Change::Data(ino)]);
+            reply.ok()
+        })
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
@@ -547,11 +642,34 @@ impl fuser::Filesystem for VolumeFs {
         let result = self.with_file(fh_in, |src| {
             self.with_file(fh_out, |dst| {
                 // The kernel caps one reply at u32 bytes; copy no more than fits.
-                let len = len.min(u64::from(u32::MAX & !0xfff));
-                self.core().copy_file_range(&src.file, offset_in, &dst.file, offset_out, len)
+                let len = len.min(u64::from(!0xfffu32));
+                self.core().copy_file_range(&src.file, offset_in, &dst.file, offset_out, len).map(|n| (n, dst.ino))
             })
         });
-        reply!(reply, "copy_file_range", result, |n| reply.written(n as u32))
+        reply!(reply, "copy_file_range", result, |(n, ino)| {
+            self.publish(|| vec![Change::Data(ino)]);
+            reply.written(n as u32)
+        })
+    }
+}
+
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }
 

@@ -1,0 +1,118 @@
+//! Keeps every mount of one volume coherent. The kernel may cache names and attributes for a
+//! long time because volfs is the only writer of a volume's metadata; when one mount changes
+//! something, the other mounts of the same volume are told to drop what they cached.
+//!
+//! Notifications go out from one thread and the changing request waits for them (boundedly)
+//! before it replies, so a change is visible everywhere once its syscall returns. The bound
+//! matters: delivering an invalidation takes a directory lock in the other mount, whose
+//! holder may itself be waiting for a worker of ours.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use fuser::{INodeNo, Notifier};
+
+use crate::meta::{Ino, VolumeId};
+
+/// Something a mount changed that other mounts may have cached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A name in a directory appeared, disappeared or points elsewhere.
+    Entry(Ino, Vec<u8>),
+    /// An inode's attributes changed.
+    Attr(Ino),
+    /// An inode's data changed too (daemon-served I/O leaves copies in each mount's cache).
+    Data(Ino),
+}
+
+struct Peer {
+    session: u64,
+    root: Ino,
+    notifier: Notifier,
+}
+
+struct Job {
+    targets: Vec<(Ino, Notifier)>,
+    changes: Vec<Change>,
+    done: SyncSender<()>,
+}
+
+/// How long a request waits for its notifications before replying anyway.
+const WAIT: Duration = Duration::from_secs(1);
+
+pub struct Coherence {
+    peers: RwLock<HashMap<VolumeId, Vec<Peer>>>,
+    queue: Mutex<Sender<Job>>,
+}
+
+impl Coherence {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("volfs-coherence".into())
+            .spawn(move || deliver(rx))
+            .expect("spawning the coherence thread");
+        Coherence { peers: RwLock::new(HashMap::new()), queue: Mutex::new(tx) }
+    }
+
+    pub fn register(&self, volume: VolumeId, session: u64, root: Ino, notifier: Notifier) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        peers.entry(volume).or_default().push(Peer { session, root, notifier });
+    }
+
+    pub fn unregister(&self, volume: VolumeId, session: u64) {
+        let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = peers.get_mut(&volume) {
+            list.retain(|p| p.session != session);
+        }
+    }
+
+    /// Tells every other mount of `volume` about `changes` (built only when there is one).
+    pub fn publish(&self, volume: VolumeId, from: u64, changes: impl FnOnce() -> Vec<Change>) {
+        let targets: Vec<(Ino, Notifier)> = {
+            let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+            match peers.get(&volume) {
+                Some(list) => list.iter().filter(|p| p.session != from).map(|p| (p.root, p.notifier.clone())).collect(),
+                None => return,
+            }
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let (done, wait) = mpsc::sync_channel(1);
+        let job = Job { targets, changes: changes(), done };
+        if self.queue.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_ok() {
+            let _ = wait.recv_timeout(WAIT);
+        }
+    }
+}
+
+impl Default for Coherence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn deliver(rx: Receiver<Job>) {
+    for job in rx {
+        for (root, notifier) in &job.targets {
+            let kernel = |ino: Ino| if ino == *root { INodeNo::ROOT } else { INodeNo(ino.0) };
+            for change in &job.changes {
+                let result = match change {
+                    Change::Entry(parent, name) => notifier.inval_entry(kernel(*parent), OsStr::from_bytes(name)),
+                    // A negative offset drops attributes only.
+                    Change::Attr(ino) => notifier.inval_inode(kernel(*ino), -1, 0),
+                    Change::Data(ino) => notifier.inval_inode(kernel(*ino), 0, 0),
+                };
+                if let Err(e) = result {
+                    tracing::debug!(?change, error = %e, "invalidation not delivered");
+                }
+            }
+        }
+        let _ = job.done.send(());
+    }
+}
