@@ -85,6 +85,6 @@ mod tests {
         let r = Request::Mount { volume: "a".into(), mountpoint: "/m".into(), read_only: true, passthrough: false };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
-        assert!(serde_json::from_str::<Request>(r#"{"op":"ping","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"umount","mountpoint":"/m","extra":1}"#).is_err());
     }
 }
