@@ -62,7 +62,7 @@ pub struct Attr {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TimeSet {
     Now,
-    At(SystemTime),
+    At(Timestamp),
 }
 
 /// The changes a setattr asks for; `None` leaves a field as it is.
@@ -622,7 +622,7 @@ impl Core {
             } else {
                 let resolve = |t: TimeSet| match t {
                     TimeSet::Now => Timestamp::now(),
-                    TimeSet::At(t) => Timestamp::from(t),
+                    TimeSet::At(t) => t,
                 };
                 if let Some(t) = set.atime {
                     inode.atime = resolve(t);
@@ -643,10 +643,7 @@ impl Core {
         let spec = |t: Option<TimeSet>| match t {
             None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
             Some(TimeSet::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-            Some(TimeSet::At(t)) => {
-                let ts = Timestamp::from(t);
-                libc::timespec { tv_sec: ts.secs, tv_nsec: ts.nanos.into() }
-            }
+            Some(TimeSet::At(t)) => libc::timespec { tv_sec: t.secs, tv_nsec: t.nanos.into() },
         };
         let times = [spec(atime), spec(mtime)];
         let path = std::ffi::CString::new(self.data.path(id).as_os_str().as_bytes())

@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::control::{Request, Response, DEFAULT_SOCKET, SOCKET_RECORD};
-use crate::fuse::coherence::Coherence;
+use crate::fuse::coherence::{Change, Coherence};
 use crate::fuse::{MountOptions, VolumeFs};
-use crate::meta::VolumeId;
+use crate::meta::{Kind, VolumeId};
 use crate::names::VolumeName;
 use crate::pool::Pool;
 
@@ -140,6 +140,20 @@ impl Service {
         let fs = VolumeFs::new(self.pool.clone(), volume.clone(), options, self.coherence.clone(), session_id);
         let session = fs.mount(&at).map_err(|e| format!("mounting {} at {}: {e}", volume.name, at.display()))?;
         self.coherence.register(volume.id, session_id, volume.root, session.notifier());
+        if self.coherence.is_shared(volume.id) {
+            // The other mounts may hold file sizes and times for long; from now on writes can
+            // come from here, so they must ask again.
+            let mut files = Vec::new();
+            let walked = self.pool.walk(volume.root, &mut |_, _, ino, inode| {
+                if inode.kind == Kind::File {
+                    files.push(Change::Data(ino));
+                }
+            });
+            if let Err(e) = walked {
+                tracing::warn!(volume = %volume.name, error = %e, "could not list files to invalidate");
+            }
+            self.coherence.publish(volume.id, session_id, || files);
+        }
         tracing::info!(volume = %volume.name, mountpoint = %at.display(), read_only, "mounted");
         let mounted = Mounted { volume: volume.name.clone(), volume_id: volume.id, session_id, read_only, session };
         mounts.insert(at.clone(), mounted);

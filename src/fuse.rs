@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
@@ -21,13 +21,14 @@ use fuser::{
 
 use crate::core::{Attr, Caller, NodeSpec, RenameMode, SetAttr, TimeSet, XattrMode};
 use crate::error::Error;
-use crate::meta::{Ino, Kind, Volume};
+use crate::meta::{Ino, Kind, Timestamp, Volume};
 use crate::pool::Pool;
 use coherence::{Change, Coherence};
 
 /// How long the kernel may trust names and attributes. volfs is the only writer of a volume's
 /// metadata and tells every other mount of a volume what one mount changed (`coherence`), so
-/// the kernel may keep them long.
+/// the kernel may keep them long. The exception: a regular file's size and times, while its
+/// volume has several mounts, since passthrough writes in one mount bypass the daemon.
 const TTL: Duration = Duration::from_secs(3600);
 
 /// How a volume is mounted.
@@ -51,7 +52,7 @@ struct Handle {
     ino: Ino,
     writable: bool,
     file: File,
-    _backing: Option<Arc<BackingId>>,
+    backing: Option<Arc<BackingId>>,
 }
 
 pub struct VolumeFs {
@@ -61,6 +62,11 @@ pub struct VolumeFs {
     passthrough: AtomicBool,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
+    /// The kernel accepts one backing file per inode at a time, so every open of an inode
+    /// shares it while any is open.
+    backings: DashMap<Ino, Weak<BackingId>>,
+    /// Serialises making a backing file with checking for one.
+    backing_lock: Mutex<()>,
     coherence: Arc<Coherence>,
     session: u64,
 }
@@ -107,7 +113,16 @@ fn caller(req: &Request) -> Caller {
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(t),
+        TimeOrNow::SpecificTime(t) => TimeSet::At(kernel_time(t)),
+    }
+}
+
+/// Undoes fuser's reading of a time before 1970: it builds (-s, ns) as epoch - (s + ns)
+/// where epoch - s + ns is meant, so the seconds and nanoseconds below the epoch are exact.
+fn kernel_time(t: SystemTime) -> Timestamp {
+    match SystemTime::UNIX_EPOCH.duration_since(t) {
+        Ok(before) if !before.is_zero() => Timestamp { secs: -(before.as_secs() as i64), nanos: before.subsec_nanos() },
+        _ => Timestamp::from(t),
     }
 }
 
@@ -129,6 +144,8 @@ impl VolumeFs {
             passthrough,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
+            backings: DashMap::new(),
+            backing_lock: Mutex::new(()),
             coherence,
             session,
         }
@@ -203,8 +220,21 @@ impl VolumeFs {
         }
     }
 
+    /// How long the kernel may keep these attributes.
+    fn attr_ttl(&self, attr: &Attr) -> Duration {
+        if attr.kind == Kind::File && self.coherence.is_shared(self.volume.id) {
+            Duration::ZERO
+        } else {
+            TTL
+        }
+    }
+
     fn entry(&self, reply: ReplyEntry, attr: &Attr) {
-        reply.entry(&TTL, &self.file_attr(attr), Generation(0));
+        reply.entry_with_ttls(&self.attr_ttl(attr), &TTL, &self.file_attr(attr), Generation(0));
+    }
+
+    fn attr(&self, reply: ReplyAttr, attr: &Attr) {
+        reply.attr(&self.attr_ttl(attr), &self.file_attr(attr));
     }
 
     fn new_fh(&self) -> FileHandle {
@@ -217,18 +247,28 @@ impl VolumeFs {
         f(&handle)
     }
 
-    /// Registers `file` with the kernel for passthrough I/O, or returns None when this
-    /// connection cannot (then the daemon serves reads and writes itself).
+    /// The kernel's reference to the data file of `ino` for passthrough I/O: the one every
+    /// open of the inode shares, or a new one made from `file`. None when this connection
+    /// cannot pass through (then the daemon serves reads and writes itself).
     fn backing(
         &self,
-        open_backing: impl FnOnce(&File) -> std::io::Result<BackingId>,
+        ino: Ino,
+        openbacking: impl FnOnce(&File) -> std::io::Result<BackingId>,
         file: &File,
-    ) -> Option<BackingId> {
+    ) -> Option<Arc<BackingId>> {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        match open_backing(file) {
-            Ok(id) => Some(id),
+        let _making = self.backing_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = self.backings.get(&ino).and_then(|w| w.upgrade()) {
+            return Some(shared);
+        }
+        match openbacking(file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                self.backings.insert(ino, Arc::downgrade(&id));
+                Some(id)
+            }
             Err(e) => {
                 tracing::warn!(volume = %self.volume.name, error = %e, "passthrough unavailable; serving file I/O in the daemon");
                 self.passthrough.store(false, Ordering::Relaxed);
@@ -236,12 +276,22 @@ impl VolumeFs {
             }
         }
     }
+
+    /// Forgets the backing file of `ino` once no open file uses it.
+    fn dropbacking(&self, ino: Ino) {
+        let _making = self.backing_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.backings.remove_if(&ino, |_, w| w.strong_count() == 0);
+    }
 }
 
 impl fuser::Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted =
-            InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        // AUTO_INVAL_DATA: a file's cached pages go when its size or mtime changes, which is
+        // how another mount's writes reach this one in daemon-served I/O.
+        let wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_AUTO_INVAL_DATA;
         let _ = config.add_capabilities(wanted & config.capabilities());
         if self.options.passthrough {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
@@ -267,7 +317,7 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply!(reply, "getattr", self.core().getattr(self.ino(ino)), |a| reply.attr(&TTL, &self.file_attr(&a)))
+        reply!(reply, "getattr", self.core().getattr(self.ino(ino)), |a| self.attr(reply, &a))
     }
 
     fn setattr(
@@ -295,7 +345,7 @@ impl fuser::Filesystem for VolumeFs {
         drop(handle);
         reply!(reply, "setattr", result, |a| {
             self.publish(|| vec![if size.is_some() { Change::Data(ino) } else { Change::Attr(ino) }]);
-            reply.attr(&TTL, &self.file_attr(&a))
+            self.attr(reply, &a)
         })
     }
 
@@ -423,15 +473,15 @@ impl fuser::Filesystem for VolumeFs {
             Ok(f) => f,
             Err(e) => return fail!(reply, "open", e),
         };
-        match self.backing(|f| reply.open_backing(f), &file) {
+        match self.backing(ino, |f| reply.open_backing(f), &file) {
             Some(id) => {
-                let (fh, id) = (self.new_fh(), Arc::new(id));
-                self.handles.insert(fh.0, Handle { ino, writable, file, _backing: Some(id.clone()) });
+                let fh = self.new_fh();
+                self.handles.insert(fh.0, Handle { ino, writable, file, backing: Some(id.clone()) });
                 reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
             }
             None => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino, writable, file, _backing: None });
+                self.handles.insert(fh.0, Handle { ino, writable, file, backing: None });
                 reply.opened(fh, FopenFlags::empty());
             }
         }
@@ -483,8 +533,11 @@ impl fuser::Filesystem for VolumeFs {
         let Some((_, handle)) = self.handles.remove(&fh.0) else {
             return fail!(reply, "release", Error::BadHandle(fh.0));
         };
-        let (ino, writable) = (handle.ino, handle.writable);
+        let (ino, writable, passthrough) = (handle.ino, handle.writable, handle.backing.is_some());
         drop(handle);
+        if passthrough {
+            self.dropbacking(ino);
+        }
         if writable {
             self.publish(|| vec![Change::Data(ino)]);
         }
@@ -513,7 +566,14 @@ impl fuser::Filesystem for VolumeFs {
                 // An entry removed since the listing was read is skipped, as if read later.
                 let Ok(attr) = self.core().getattr(e.ino) else { continue };
                 let name = OsStr::from_bytes(&e.name);
-                if reply.add(self.kernel_ino(e.ino), e.offset, name, &TTL, &self.file_attr(&attr), Generation(0)) {
+                if reply.add(
+                    self.kernel_ino(e.ino),
+                    e.offset,
+                    name,
+                    &self.attr_ttl(&attr),
+                    &self.file_attr(&attr),
+                    Generation(0),
+                ) {
                     break;
                 }
             }
@@ -591,18 +651,40 @@ impl fuser::Filesystem for VolumeFs {
             Err(e) => return fail!(reply, "create", e),
         };
         let fattr = self.file_attr(&attr);
-        match self.backing(|f| reply.open_backing(f), &file) {
+        match self.backing(attr.ino, |f| reply.open_backing(f), &file) {
             Some(id) => {
-                let (fh, id) = (self.new_fh(), Arc::new(id));
-                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, _backing: Some(id.clone()) });
-                reply.created_passthrough(&TTL, &fattr, Generation(0), fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
+                let fh = self.new_fh();
+                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, backing: Some(id.clone()) });
+                reply.created_passthrough(
+                    &self.attr_ttl(&attr),
+                    &fattr,
+                    Generation(0),
+                    fh,
+                    FopenFlags::FOPEN_PASSTHROUGH,
+                    &id,
+                );
             }
             None => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, _backing: None });
-                reply.created(&TTL, &fattr, Generation(0), fh, FopenFlags::empty());
+                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, backing: None });
+                reply.created(&self.attr_ttl(&attr), &fattr, Generation(0), fh, FopenFlags::empty());
             }
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls; isatty() and friends ask routinely.
+        reply.error(Errno::ENOTTY);
     }
 
     fn fallocate(

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use volfs::control::{self, CallError, Request};
 use volfs::daemon::{self, Service};
+use volfs::names::VolumeName;
 use volfs::pool::{OpenMode, Pool};
 use volfs::quantity::{parse_size, HumanBytes};
 
@@ -65,8 +66,8 @@ enum VolumeCommand {
     /// Create a volume. SIZE is a Kubernetes quantity: 10Gi, 500Mi, 1G.
     Create {
         name: String,
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        capacity: Option<u64>,
+        #[arg(long, value_name = "SIZE")]
+        capacity: Option<String>,
     },
     List,
     Inspect {
@@ -108,8 +109,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume(VolumeCommand::Create { name, capacity }) => {
-            let v = ctx
-                .request(Request::CreateVolume { name, capacity: capacity.unwrap_or(0) }, OpenMode::CreateIfMissing)?;
+            // Checked before the pool is touched, so bad input creates nothing.
+            VolumeName::parse(&name).map_err(|e| anyhow!(e))?;
+            let capacity =
+                capacity.as_deref().map(parse_size).transpose().map_err(|e| anyhow!("--capacity: {e}"))?.unwrap_or(0);
+            let v = ctx.request(Request::CreateVolume { name, capacity }, OpenMode::CreateIfMissing)?;
             ctx.print(&v, |v| {
                 println!("created volume {} (capacity {})", v["name"].as_str().unwrap_or(""), capacity_text(v))
             });
@@ -131,8 +135,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mount { volume, mountpoint, read_only, no_passthrough } => {
-            ctx.ensure_daemon()?;
             let mountpoint = std::path::absolute(&mountpoint)?;
+            if !mountpoint.is_dir() {
+                let what = if mountpoint.exists() { "is not a directory" } else { "does not exist" };
+                bail!("mountpoint {} {what}", mountpoint.display());
+            }
+            ctx.ensure_daemon(|pool| pool.volume(&volume).map(drop))?;
             let request = Request::Mount { volume, mountpoint, read_only, passthrough: !no_passthrough };
             let v = ctx.daemon_call(request)?;
             ctx.print(&v, |v| {
@@ -222,13 +230,14 @@ impl Ctx {
     }
 
     /// Starts a daemon for the pool in the background (its own session, so it outlives this
-    /// command) unless one already answers.
-    fn ensure_daemon(&self) -> anyhow::Result<()> {
+    /// command) unless one already answers. `check` runs on the pool first, so a request
+    /// that cannot succeed starts nothing.
+    fn ensure_daemon(&self, check: impl FnOnce(&Pool) -> volfs::Result<()>) -> anyhow::Result<()> {
         if control::call(&self.socket, &Request::Ping).is_ok() {
             return Ok(());
         }
-        // Opening here first turns a bad pool into a clear error before anything starts.
-        drop(Pool::open(&self.pool, OpenMode::CreateIfMissing)?);
+        // Opening here first also turns a bad pool into a clear error.
+        check(&Pool::open(&self.pool, OpenMode::CreateIfMissing)?)?;
         let log_path = self.pool.join("daemon.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut cmd = Process::new(std::env::current_exe()?);

@@ -175,7 +175,7 @@ impl Pool {
     pub fn volume_info(&self, volume: &Volume) -> Result<VolumeInfo> {
         let usage = self.core.meta().usage(volume.id)?;
         let mut used_bytes = 0;
-        self.walk(volume.root, &mut |_, _, inode| {
+        self.walk(volume.root, &mut |_, _, _, inode| {
             if let Some(id) = inode.data {
                 used_bytes += self.core.data().stat(id).map(|m| m.blocks() * 512).unwrap_or(0);
             }
@@ -194,9 +194,9 @@ impl Pool {
         self.core.meta().volumes()?.iter().map(|v| self.volume_info(v)).collect()
     }
 
-    /// Calls `visit(parent, name, inode)` for every inode below `root` (each hard-linked inode
-    /// once per name), depth first.
-    pub fn walk(&self, root: Ino, visit: &mut dyn FnMut(Ino, &[u8], &Inode)) -> Result<()> {
+    /// Calls `visit(parent, name, ino, inode)` for every inode below `root` (each hard-linked
+    /// inode once per name), depth first.
+    pub fn walk(&self, root: Ino, visit: &mut dyn FnMut(Ino, &[u8], Ino, &Inode)) -> Result<()> {
         let mut stack = vec![root];
         while let Some(dir) = stack.pop() {
             for (name, entry) in self.core.meta().all_entries(dir)? {
@@ -204,7 +204,7 @@ impl Pool {
                 if inode.kind == Kind::Dir {
                     stack.push(entry.ino);
                 }
-                visit(dir, &name, &inode);
+                visit(dir, &name, entry.ino, &inode);
             }
         }
         Ok(())

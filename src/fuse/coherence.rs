@@ -71,6 +71,12 @@ impl Coherence {
         }
     }
 
+    /// Whether `volume` has more than one mount.
+    pub fn is_shared(&self, volume: VolumeId) -> bool {
+        let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
+        peers.get(&volume).is_some_and(|list| list.len() > 1)
+    }
+
     /// Tells every other mount of `volume` about `changes` (built only when there is one).
     pub fn publish(&self, volume: VolumeId, from: u64, changes: impl FnOnce() -> Vec<Change>) {
         let targets: Vec<(Ino, Notifier)> = {
