@@ -60,6 +60,7 @@ mkdir -p "${dirs[volfs]}"
 results="$VF_TMP/results"
 mkdir -p "$results/native" "$results/volfs"
 
+failed=()
 drop_caches() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
@@ -72,10 +73,9 @@ for test in seq-write seq-read-cold seq-read-cached rand-read-1 rand-read-4 rand
 		[[ $test == seq-read-cold ]] && drop_caches
 		out="$VF_TMP/fio-$target-$test.json"
 		BENCH_DIR=${dirs[$target]} BENCH_SIZE=$size BENCH_RUNTIME=$runtime \
-			fio --section="$test" --output-format=json --output="$out" "$jobfile" ||
-			vf_die "fio $test on $target failed: $(tail -n 20 "$out")"
+			fio --section="$test" --output-format=json --output="$out" "$jobfile" || true
 		printf '%-7s' "$target"
-		python3 "$tool" fio "$test" "$out" "$results/$target/$test.json"
+		python3 "$tool" fio "$test" "$out" "$results/$target/$test.json" || failed+=("$test on $target")
 	done
 done
 for target in native volfs; do
@@ -86,7 +86,7 @@ if [[ " $only " == *" meta "* ]]; then
 	vf_log "metadata: create, stat, unlink $files files of 4 KiB"
 	for target in native volfs; do
 		echo "$target:"
-		python3 "$tool" meta "${dirs[$target]}/meta" "$files" "$results/$target"
+		python3 "$tool" meta "${dirs[$target]}/meta" "$files" "$results/$target" || failed+=("metadata on $target")
 		rm -rf "${dirs[$target]}/meta"
 	done
 fi
@@ -100,3 +100,6 @@ if [[ -n $json_out ]]; then
 	report+=(--json "$json_out")
 fi
 "${report[@]}"
+if ((${#failed[@]})); then
+	vf_die "failed: ${failed[*]}"
+fi

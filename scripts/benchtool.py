@@ -65,10 +65,15 @@ def fio(test, fio_json, out):
     with open(fio_json) as f:
         text = f.read()
     # fio may print warnings before the JSON document.
-    doc = json.loads(text[text.index("{"):])
+    try:
+        doc = json.loads(text[text.index("{"):])
+    except ValueError:
+        raise SystemExit("fio %s: no JSON result; fio said:\n%s" % (test, text[-2000:]))
     job = doc["jobs"][0]
     if job.get("error"):
-        raise SystemExit("fio %s: error %s" % (test, job["error"]))
+        err = job["error"]
+        save(out, None, "error: %s" % os.strerror(err))
+        raise SystemExit("fio %s: I/O error %d (%s)" % (test, err, os.strerror(err)))
     if test.startswith("seq-"):
         side = job["write"] if "write" in test else job["read"]
         value, unit = side["bw_bytes"] / (1 << 20), "MiB/s"
@@ -91,27 +96,39 @@ def report(results_dir, args):
             extra[k] = v
     rows = []
     for test, label in TESTS:
-        vals, unit = {}, ""
+        vals, errors, unit = {}, {}, ""
         for t in TARGETS:
             p = os.path.join(results_dir, t, test + ".json")
             if os.path.exists(p):
                 with open(p) as f:
                     r = json.load(f)
-                vals[t], unit = r["value"], r["unit"]
-        if not vals:
+                if r["value"] is None:
+                    errors[t] = r["unit"]
+                else:
+                    vals[t], unit = r["value"], r["unit"]
+        if not vals and not errors:
             continue
         ratio = vals["volfs"] / vals["native"] if len(vals) == 2 and vals["native"] else None
-        rows.append({"test": test, "label": label, "unit": unit,
-                     "native": vals.get("native"), "volfs": vals.get("volfs"), "ratio": ratio})
+        row = {"test": test, "label": label, "unit": unit,
+               "native": vals.get("native"), "volfs": vals.get("volfs"), "ratio": ratio}
+        if errors:
+            row["errors"] = errors
+        rows.append(row)
 
-    def num(v):
-        return "-" if v is None else ("%.0f" % v if v >= 100 else "%.1f" % v)
+    def num(row, target):
+        v = row[target]
+        if v is None:
+            return "error" if target in row.get("errors", {}) else "-"
+        return "%.0f" % v if v >= 100 else "%.1f" % v
 
     print("%-30s %-8s %12s %12s %7s" % ("test", "unit", "native", "volfs", "ratio"))
     print("-" * 73)
     for r in rows:
         ratio = "-" if r["ratio"] is None else "%.2fx" % r["ratio"]
-        print("%-30s %-8s %12s %12s %7s" % (r["label"], r["unit"], num(r["native"]), num(r["volfs"]), ratio))
+        print("%-30s %-8s %12s %12s %7s" % (r["label"], r["unit"], num(r, "native"), num(r, "volfs"), ratio))
+    for r in rows:
+        for t, e in sorted(r.get("errors", {}).items()):
+            print("%s on %s failed: %s" % (r["test"], t, e))
     if json_out:
         with open(json_out, "w") as f:
             json.dump(dict(extra, results=rows), f, indent=2)

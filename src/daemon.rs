@@ -144,7 +144,7 @@ impl Service {
             // The other mounts may hold file sizes and times for long; from now on writes can
             // come from here, so they must ask again.
             let mut files = Vec::new();
-            let walked = self.pool.walk(volume.root, &mut |_, _, ino, inode| {
+            let walked = self.pool.walk(volume.root, |_, _, ino, inode| {
                 if inode.kind == Kind::File {
                     files.push(Change::Data(ino));
                 }

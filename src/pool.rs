@@ -175,7 +175,7 @@ impl Pool {
     pub fn volume_info(&self, volume: &Volume) -> Result<VolumeInfo> {
         let usage = self.core.meta().usage(volume.id)?;
         let mut used_bytes = 0;
-        self.walk(volume.root, &mut |_, _, _, inode| {
+        self.walk(volume.root, |_, _, _, inode| {
             if let Some(id) = inode.data {
                 used_bytes += self.core.data().stat(id).map(|m| m.blocks() * 512).unwrap_or(0);
             }
@@ -196,7 +196,7 @@ impl Pool {
 
     /// Calls `visit(parent, name, ino, inode)` for every inode below `root` (each hard-linked
     /// inode once per name), depth first.
-    pub fn walk(&self, root: Ino, visit: &mut dyn FnMut(Ino, &[u8], Ino, &Inode)) -> Result<()> {
+    pub fn walk(&self, root: Ino, mut visit: impl FnMut(Ino, &[u8], Ino, &Inode)) -> Result<()> {
         let mut stack = vec![root];
         while let Some(dir) = stack.pop() {
             for (name, entry) in self.core.meta().all_entries(dir)? {
