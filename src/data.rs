@@ -71,8 +71,10 @@ impl DataStore {
         }
     }
 
+    /// Data files made one after another share a directory (4096 ids each), which keeps
+    /// their inodes together in the pool's filesystem.
     fn shard(&self, id: DataId) -> PathBuf {
-        self.dir.join(format!("{:02x}", id.0 & 0xff))
+        self.dir.join(format!("{:012x}", id.0 >> 12))
     }
 
     pub fn path(&self, id: DataId) -> PathBuf {
