@@ -6,10 +6,9 @@
 # Run as root (or with sudo available) on Debian or Ubuntu.
 set -euo pipefail
 
-case ":$PATH:" in
-*":$HOME/.cargo/bin:"*) ;;
-*) PATH="$HOME/.cargo/bin:$PATH" ;;
-esac
+if [[ -n ${HOME:-} && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+	PATH="$HOME/.cargo/bin:$PATH"
+fi
 export PATH
 
 PACKAGES=(fuse3 fio stress-ng sqlite3 libacl1-dev pkg-config git tar python3)

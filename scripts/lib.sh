@@ -2,7 +2,7 @@
 # Shared helpers for the scripts in scripts/. Source it, do not run it; it builds nothing.
 #
 #   VF_ROOT     the repository
-#   VOLFS       absolute path of the release binary (target/release/volfs)
+#   VOLFS       absolute path of the release binary (target/release/volfs; VOLFS_BIN overrides)
 #   vf_setup    temp pool + volume + mount, cleaned up on exit; sets VF_TMP, VF_POOL, VF_MNT
 #
 # Set VOLFS_TEST_DIR=/some/native/dir to run a suite against that directory instead of a
@@ -17,10 +17,9 @@ VF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VOLFS=${VOLFS_BIN:-$VF_ROOT/target/release/volfs}
 export VF_ROOT VOLFS
 
-case ":$PATH:" in
-*":$HOME/.cargo/bin:"*) ;;
-*) PATH="$HOME/.cargo/bin:$PATH" ;;
-esac
+if [[ -n ${HOME:-} && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+	PATH="$HOME/.cargo/bin:$PATH"
+fi
 export PATH
 
 VF_TMP=""             # temp dir of this run (pool, mount point, scratch)
@@ -100,6 +99,14 @@ vf_cleanup() {
 	local rc=$? hook mnt i
 	trap - EXIT INT TERM
 	set +e
+	if ((rc != 0)); then
+		local log
+		for log in "$VF_POOL/daemon.log" "$VF_TMP/serve.log"; do
+			[[ -n $VF_TMP && -s $log ]] || continue
+			echo "--- last lines of $log:" >&2
+			tail -n 20 "$log" >&2
+		done
+	fi
 	for hook in "${VF_CLEANUP_HOOKS[@]}"; do
 		eval "$hook"
 	done

@@ -717,19 +717,19 @@ impl Core {
     }
 
     /// Makes a file's data and all metadata committed so far durable.
-    pub fn fsync(&self, ino: Ino, file: &File, datasync: bool) -> Result<()> {
+    pub fn fsync(&self, file: &File, datasync: bool) -> Result<()> {
         if datasync {
             file.sync_data()?;
         } else {
             file.sync_all()?;
         }
-        let inode = self.inode(ino)?;
-        self.data.sync_dir_of(Self::data_id(&inode, ino)?)?;
-        self.meta.sync()
+        self.sync_metadata()
     }
 
-    /// Makes every committed metadata change durable (fsyncdir, syncfs).
+    /// Makes every committed metadata change durable, with the names of the data files it
+    /// refers to (fsyncdir, syncfs).
     pub fn sync_metadata(&self) -> Result<()> {
+        self.data.sync_dirs()?;
         self.meta.sync()
     }
 

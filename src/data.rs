@@ -1,6 +1,7 @@
 //! The data store: one backing file per file content, named by its `DataId`, never by a user
 //! path, so the kernel can be handed the file for passthrough I/O.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -14,6 +15,8 @@ use crate::meta::DataId;
 pub struct DataStore {
     dir: PathBuf,
     reaper: Mutex<Option<(Sender<Reap>, JoinHandle<()>)>>,
+    /// Directories with entries created since they were last synced.
+    unsynced_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 /// Work for the reaper thread, which removes data files off the request path.
@@ -29,7 +32,7 @@ impl DataStore {
         let (tx, rx) = mpsc::channel::<Reap>();
         let reaper_dir = dir.to_path_buf();
         let thread = std::thread::Builder::new().name("volfs-reaper".into()).spawn(move || {
-            let store = DataStore { dir: reaper_dir, reaper: Mutex::new(None) };
+            let store = DataStore { dir: reaper_dir, reaper: Mutex::new(None), unsynced_dirs: Mutex::default() };
             for job in rx {
                 match job {
                     Reap::Remove(id) => {
@@ -44,7 +47,11 @@ impl DataStore {
                 }
             }
         })?;
-        Ok(DataStore { dir: dir.to_path_buf(), reaper: Mutex::new(Some((tx, thread))) })
+        Ok(DataStore {
+            dir: dir.to_path_buf(),
+            reaper: Mutex::new(Some((tx, thread))),
+            unsynced_dirs: Mutex::default(),
+        })
     }
 
     /// Removes a data file no inode refers to any more, in the background. A crash before it
@@ -85,13 +92,20 @@ impl DataStore {
     pub fn create(&self, id: DataId) -> io::Result<File> {
         let open =
             || OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(self.path(id));
-        match open() {
+        let file = match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(self.shard(id))?;
+                self.unsynced_dirs().insert(self.dir.clone());
                 open()
             }
             other => other,
-        }
+        }?;
+        self.unsynced_dirs().insert(self.shard(id));
+        Ok(file)
+    }
+
+    fn unsynced_dirs(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.unsynced_dirs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens a data file for reading and writing; the kernel has already checked the caller's
@@ -111,9 +125,17 @@ impl DataStore {
         }
     }
 
-    /// Makes the directory entry of a data file durable (after its creation).
-    pub fn sync_dir_of(&self, id: DataId) -> io::Result<()> {
-        File::open(self.shard(id))?.sync_all()
+    /// Makes the directory entries of every data file created so far durable.
+    pub fn sync_dirs(&self) -> io::Result<()> {
+        // Taken out before the sync: a file created meanwhile marks its directory again.
+        let dirs: Vec<PathBuf> = self.unsynced_dirs().drain().collect();
+        for (i, dir) in dirs.iter().enumerate() {
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                self.unsynced_dirs().extend(dirs[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Every data file present, for fsck and recovery.

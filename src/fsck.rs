@@ -141,10 +141,13 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
         if inode.kind == Kind::File {
             match inode.data {
                 None => report.problems.push(format!("inode {}: regular file without a data file", ino.0)),
-                Some(id) if core.data().stat(id).is_err() => {
-                    report.problems.push(format!("inode {}: data file {:016x} is missing", ino.0, id.0))
-                }
-                Some(_) => {}
+                Some(id) => match core.data().stat(id) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        report.problems.push(format!("inode {}: data file {:016x} is missing", ino.0, id.0))
+                    }
+                    Err(e) => report.problems.push(format!("inode {}: data file {:016x}: {e}", ino.0, id.0)),
+                },
             }
         }
     }

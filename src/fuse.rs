@@ -545,7 +545,7 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
-        let result = self.with_file(fh, |h| self.core().fsync(h.ino, &h.file, datasync));
+        let result = self.with_file(fh, |h| self.core().fsync(&h.file, datasync));
         reply!(reply, "fsync", result, |_v| reply.ok())
     }
 

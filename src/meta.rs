@@ -7,6 +7,7 @@
 //! transactions.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -278,6 +279,10 @@ fn cookie_key(parent: Ino, cookie: u64) -> Vec<u8> {
 /// Typed access to the tables.
 pub struct Meta {
     store: Box<dyn KvStore>,
+    /// Transactions committed, and how many of them a sync has made durable: a sync with
+    /// nothing new to make durable costs nothing.
+    committed: AtomicU64,
+    synced: AtomicU64,
 }
 
 /// Changes to commit together; built by a writer while it holds the core's write lock.
@@ -344,7 +349,7 @@ const SCAN_BATCH: usize = 1024;
 
 impl Meta {
     pub fn new(store: Box<dyn KvStore>) -> Self {
-        Meta { store }
+        Meta { store, committed: AtomicU64::new(0), synced: AtomicU64::new(0) }
     }
 
     pub fn open(dir: &Path) -> Result<Self> {
@@ -355,11 +360,20 @@ impl Meta {
         if txn.ops.is_empty() {
             return Ok(());
         }
-        self.store.commit(txn.ops)
+        self.store.commit(txn.ops)?;
+        self.committed.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
+    /// Makes every transaction committed so far durable against power loss.
     pub fn sync(&self) -> Result<()> {
-        self.store.sync()
+        let committed = self.committed.load(Ordering::SeqCst);
+        if self.synced.load(Ordering::SeqCst) >= committed {
+            return Ok(());
+        }
+        self.store.sync()?;
+        self.synced.fetch_max(committed, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
