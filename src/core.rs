@@ -414,7 +414,10 @@ impl Core {
 
     fn remove_data(&self, id: Option<DataId>) {
         if let Some(id) = id {
-            self.data.remove_later(id);
+            if let Err(e) = self.data.remove(id) {
+                // fsck --repair reclaims a data file left behind.
+                tracing::warn!(data = id.0, error = %e, "could not remove data file");
+            }
         }
     }
 

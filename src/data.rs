@@ -6,76 +6,20 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 
 use crate::meta::DataId;
 
 pub struct DataStore {
     dir: PathBuf,
-    reaper: Mutex<Option<(Sender<Reap>, JoinHandle<()>)>>,
     /// Directories with entries created since they were last synced.
     unsynced_dirs: Mutex<HashSet<PathBuf>>,
-}
-
-/// Work for the reaper thread, which removes data files off the request path.
-enum Reap {
-    Remove(DataId),
-    /// Answered once every removal queued before it is done.
-    Barrier(SyncSender<()>),
 }
 
 impl DataStore {
     pub fn at(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let (tx, rx) = mpsc::channel::<Reap>();
-        let reaper_dir = dir.to_path_buf();
-        let thread = std::thread::Builder::new().name("volfs-reaper".into()).spawn(move || {
-            let store = DataStore { dir: reaper_dir, reaper: Mutex::new(None), unsynced_dirs: Mutex::default() };
-            for job in rx {
-                match job {
-                    Reap::Remove(id) => {
-                        if let Err(e) = store.remove(id) {
-                            // fsck --repair reclaims a data file left behind.
-                            tracing::warn!(data = id.0, error = %e, "could not remove data file");
-                        }
-                    }
-                    Reap::Barrier(done) => {
-                        let _ = done.send(());
-                    }
-                }
-            }
-        })?;
-        Ok(DataStore {
-            dir: dir.to_path_buf(),
-            reaper: Mutex::new(Some((tx, thread))),
-            unsynced_dirs: Mutex::default(),
-        })
-    }
-
-    /// Removes a data file no inode refers to any more, in the background. A crash before it
-    /// is gone leaves an unreferenced data file, which recovery reclaims.
-    pub fn remove_later(&self, id: DataId) {
-        let reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-        let queued = reaper.as_ref().is_some_and(|(tx, _)| tx.send(Reap::Remove(id)).is_ok());
-        drop(reaper);
-        if !queued {
-            if let Err(e) = self.remove(id) {
-                tracing::warn!(data = id.0, error = %e, "could not remove data file");
-            }
-        }
-    }
-
-    /// Waits until every removal queued so far is done.
-    pub fn drain(&self) {
-        let (done, wait) = mpsc::sync_channel(1);
-        let reaper = self.reaper.lock().unwrap_or_else(|p| p.into_inner());
-        let queued = reaper.as_ref().is_some_and(|(tx, _)| tx.send(Reap::Barrier(done)).is_ok());
-        drop(reaper);
-        if queued {
-            let _ = wait.recv();
-        }
+        Ok(DataStore { dir: dir.to_path_buf(), unsynced_dirs: Mutex::default() })
     }
 
     /// Data files made one after another share a directory (4096 ids each), which keeps
@@ -155,15 +99,5 @@ impl DataStore {
         }
         ids.sort();
         Ok(ids)
-    }
-}
-
-impl Drop for DataStore {
-    fn drop(&mut self) {
-        let reaper = self.reaper.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((tx, thread)) = reaper {
-            drop(tx);
-            let _ = thread.join();
-        }
     }
 }

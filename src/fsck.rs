@@ -35,8 +35,6 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
     let core = pool.core();
     let meta = core.meta();
     let _w = core.lock();
-    // Removals still queued would show up as unreferenced data files.
-    core.data().drain();
     let mut report = FsckReport::default();
     let inodes: HashMap<Ino, Inode> = meta.all_inodes()?.into_iter().collect();
     report.inodes = inodes.len();

@@ -31,6 +31,11 @@ use coherence::{Change, Coherence};
 /// volume has several mounts, since passthrough writes in one mount bypass the daemon.
 const TTL: Duration = Duration::from_secs(3600);
 
+/// Every open file: no FLUSH round trip on close, since closing has nothing to write back or
+/// report here. Daemon-served files also keep their page cache across opens: another mount's
+/// changes drop it (coherence, and AUTO_INVAL_DATA when size or mtime moves).
+const OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// How a volume is mounted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountOptions {
@@ -477,12 +482,12 @@ impl fuser::Filesystem for VolumeFs {
             Some(id) => {
                 let fh = self.new_fh();
                 self.handles.insert(fh.0, Handle { ino, writable, file, backing: Some(id.clone()) });
-                reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH, &id);
+                reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS, &id);
             }
             None => {
                 let fh = self.new_fh();
                 self.handles.insert(fh.0, Handle { ino, writable, file, backing: None });
-                reply.opened(fh, FopenFlags::empty());
+                reply.opened(fh, OPEN_FLAGS | FopenFlags::FOPEN_KEEP_CACHE);
             }
         }
     }
@@ -660,14 +665,20 @@ impl fuser::Filesystem for VolumeFs {
                     &fattr,
                     Generation(0),
                     fh,
-                    FopenFlags::FOPEN_PASSTHROUGH,
+                    FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS,
                     &id,
                 );
             }
             None => {
                 let fh = self.new_fh();
                 self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, backing: None });
-                reply.created(&self.attr_ttl(&attr), &fattr, Generation(0), fh, FopenFlags::empty());
+                reply.created(
+                    &self.attr_ttl(&attr),
+                    &fattr,
+                    Generation(0),
+                    fh,
+                    OPEN_FLAGS | FopenFlags::FOPEN_KEEP_CACHE,
+                );
             }
         }
     }

@@ -266,7 +266,6 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // An orderly close: everything durable, and the next open may skip the data scan.
-        self.core.data().drain();
         match self.core.sync_metadata() {
             Ok(()) => {
                 if let Err(e) = File::create(self.dir.join(CLEAN_MARK)).and_then(|f| f.sync_all()) {

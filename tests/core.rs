@@ -101,9 +101,8 @@ impl Fixture {
         readdir_all(self.core(), dir, 0).into_iter().map(|(_, name)| name).filter(|n| n != "." && n != "..").collect()
     }
 
-    /// Whether a data file exists, once every removal queued so far is done.
+    /// Whether a data file exists.
     fn data_exists(&self, id: DataId) -> bool {
-        self.core().data().drain();
         self.core().data().path(id).exists()
     }
 
