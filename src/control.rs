@@ -12,14 +12,36 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Ping,
-    CreateVolume { name: String, capacity: u64 },
+    CreateVolume {
+        name: String,
+        capacity: u64,
+    },
     ListVolumes,
-    InspectVolume { name: String },
-    DeleteVolume { name: String },
-    Mount { volume: String, mountpoint: PathBuf, read_only: bool, passthrough: bool },
-    Umount { mountpoint: PathBuf },
+    InspectVolume {
+        name: String,
+    },
+    DeleteVolume {
+        name: String,
+    },
+    Mount {
+        volume: String,
+        mountpoint: PathBuf,
+        read_only: bool,
+        passthrough: bool,
+        /// Show only this directory of the volume (a subPath view).
+        #[serde(default)]
+        subpath: Option<String>,
+        /// Make the subpath's missing directories.
+        #[serde(default)]
+        create: bool,
+    },
+    Umount {
+        mountpoint: PathBuf,
+    },
     ListMounts,
-    Fsck { repair: bool },
+    Fsck {
+        repair: bool,
+    },
     Shutdown,
 }
 
@@ -82,7 +104,14 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_reject_unknown_fields() {
-        let r = Request::Mount { volume: "a".into(), mountpoint: "/m".into(), read_only: true, passthrough: false };
+        let r = Request::Mount {
+            volume: "a".into(),
+            mountpoint: "/m".into(),
+            read_only: true,
+            passthrough: false,
+            subpath: Some("x/y".into()),
+            create: true,
+        };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
         assert!(serde_json::from_str::<Request>(r#"{"op":"umount","mountpoint":"/m","extra":1}"#).is_err());

@@ -339,6 +339,49 @@ impl Core {
         Ok((self.attr_of(ino, &inode)?, file))
     }
 
+    /// Resolves `path`, relative to the directory `root`, to a directory without ever following
+    /// a symbolic link: a symlink anywhere on the way is an error naming it, as are an absolute
+    /// path and any `..`. With `create`, missing directories are made with `root`'s mode (the
+    /// kubelet's rule for subPath), owned by root.
+    pub fn resolve_subpath(&self, root: Ino, path: &str, create: bool) -> Result<Ino> {
+        if path.starts_with('/') {
+            return Err(Error::Invalid(format!("subpath {path:?} must be relative")));
+        }
+        let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        if parts.contains(&"..") {
+            return Err(Error::Invalid(format!("subpath {path:?} must not contain '..'")));
+        }
+        let mode = self.dir_inode(root)?.perm;
+        let mut cur = root;
+        for (i, part) in parts.iter().enumerate() {
+            let so_far = parts[..=i].join("/");
+            let entry = match self.meta.dirent(cur, part.as_bytes())? {
+                Some(entry) => entry,
+                None if create => {
+                    match self.make_node(Caller::ROOT, cur, part.as_bytes(), NodeSpec::Dir, mode) {
+                        // Someone made it meanwhile: look again.
+                        Ok(_) | Err(Error::Exists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.meta
+                        .dirent(cur, part.as_bytes())?
+                        .ok_or_else(|| Error::NotFound(format!("subpath {so_far:?} vanished while it was made")))?
+                }
+                None => return Err(Error::NotFound(format!("subpath {so_far:?} does not exist"))),
+            };
+            match entry.kind {
+                Kind::Dir => cur = entry.ino,
+                Kind::Symlink => {
+                    return Err(Error::Invalid(format!(
+                        "subpath {so_far:?} is a symbolic link; links are not followed"
+                    )))
+                }
+                _ => return Err(Error::NotDir(format!("subpath {so_far:?} is not a directory"))),
+            }
+        }
+        Ok(cur)
+    }
+
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         if inode.kind != Kind::Symlink {

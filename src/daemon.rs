@@ -22,6 +22,8 @@ use crate::pool::Pool;
 
 struct Mounted {
     volume: String,
+    /// The directory shown, for a subPath view; empty for the whole volume.
+    subpath: String,
     volume_id: VolumeId,
     session_id: u64,
     read_only: bool,
@@ -31,6 +33,7 @@ struct Mounted {
 #[derive(Serialize)]
 struct MountInfo {
     volume: String,
+    subpath: String,
     mountpoint: PathBuf,
     read_only: bool,
 }
@@ -96,8 +99,9 @@ impl Service {
                 self.pool.delete_volume(&name).map_err(err)?;
                 Ok(json!({ "deleted": name }))
             }
-            Request::Mount { volume, mountpoint, read_only, passthrough } => {
-                self.mount(&volume, &mountpoint, MountOptions { read_only, passthrough, ..MountOptions::default() })
+            Request::Mount { volume, mountpoint, read_only, passthrough, subpath, create } => {
+                let options = MountOptions { read_only, passthrough, ..MountOptions::default() };
+                self.mount(&volume, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)
             }
             Request::Umount { mountpoint } => self.umount(&mountpoint),
             Request::ListMounts => Ok(json!(self.mount_list())),
@@ -116,18 +120,35 @@ impl Service {
         let mut list: Vec<_> = self
             .mounts()
             .iter()
-            .map(|(at, m)| MountInfo { volume: m.volume.clone(), mountpoint: at.clone(), read_only: m.read_only })
+            .map(|(at, m)| MountInfo {
+                volume: m.volume.clone(),
+                subpath: m.subpath.clone(),
+                mountpoint: at.clone(),
+                read_only: m.read_only,
+            })
             .collect();
         list.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
         list
     }
 
-    fn mount(&self, volume: &str, mountpoint: &Path, options: MountOptions) -> Result<Value, String> {
+    fn mount(
+        &self,
+        volume: &str,
+        subpath: &str,
+        create: bool,
+        mountpoint: &Path,
+        options: MountOptions,
+    ) -> Result<Value, String> {
         if !self.daemon {
             return Err("mounting needs the daemon".into());
         }
         let volume = self.pool.volume(volume).map_err(|e| e.to_string())?;
         let at = check_mountpoint(mountpoint)?;
+        let root = self
+            .pool
+            .core()
+            .resolve_subpath(volume.root, subpath, create)
+            .map_err(|e| format!("volume {}: {}", volume.name, e))?;
         let mut mounts = self.mounts();
         if let Some(m) = mounts.get(&at) {
             return Err(format!("mountpoint {} is busy: volume {} is mounted there", at.display(), m.volume));
@@ -137,9 +158,9 @@ impl Service {
         }
         let read_only = options.read_only;
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let fs = VolumeFs::new(self.pool.clone(), volume.clone(), options, self.coherence.clone(), session_id);
+        let fs = VolumeFs::new(self.pool.clone(), volume.clone(), root, options, self.coherence.clone(), session_id);
         let session = fs.mount(&at).map_err(|e| format!("mounting {} at {}: {e}", volume.name, at.display()))?;
-        self.coherence.register(volume.id, session_id, volume.root, session.notifier());
+        self.coherence.register(volume.id, session_id, root, session.notifier());
         if self.coherence.is_shared(volume.id) {
             // The other mounts may hold file sizes and times for long; from now on writes can
             // come from here, so they must ask again.
@@ -154,10 +175,18 @@ impl Service {
             }
             self.coherence.publish(volume.id, session_id, || files);
         }
-        tracing::info!(volume = %volume.name, mountpoint = %at.display(), read_only, "mounted");
-        let mounted = Mounted { volume: volume.name.clone(), volume_id: volume.id, session_id, read_only, session };
+        tracing::info!(volume = %volume.name, subpath, mountpoint = %at.display(), read_only, "mounted");
+        let subpath = subpath.trim_matches('/').to_string();
+        let mounted = Mounted {
+            volume: volume.name.clone(),
+            subpath: subpath.clone(),
+            volume_id: volume.id,
+            session_id,
+            read_only,
+            session,
+        };
         mounts.insert(at.clone(), mounted);
-        Ok(json!({ "volume": volume.name, "mountpoint": at, "read_only": read_only }))
+        Ok(json!({ "volume": volume.name, "subpath": subpath, "mountpoint": at, "read_only": read_only }))
     }
 
     fn umount(&self, mountpoint: &Path) -> Result<Value, String> {

@@ -63,6 +63,8 @@ struct Handle {
 pub struct VolumeFs {
     pool: Arc<Pool>,
     volume: Volume,
+    /// The directory the kernel sees as the mount's root.
+    root: Ino,
     options: MountOptions,
     passthrough: AtomicBool,
     handles: DashMap<u64, Handle>,
@@ -132,11 +134,13 @@ fn kernel_time(t: SystemTime) -> Timestamp {
 }
 
 impl VolumeFs {
-    /// A filesystem for one mount of `volume`; `session` tells it apart from the volume's other
+    /// A filesystem for one mount of `volume` whose root is the directory `root` (the volume's
+    /// root, or that of a subPath view); `session` tells it apart from the volume's other
     /// mounts in `coherence`.
     pub fn new(
         pool: Arc<Pool>,
         volume: Volume,
+        root: Ino,
         options: MountOptions,
         coherence: Arc<Coherence>,
         session: u64,
@@ -145,6 +149,7 @@ impl VolumeFs {
         VolumeFs {
             pool,
             volume,
+            root,
             options,
             passthrough,
             handles: DashMap::new(),
@@ -154,6 +159,19 @@ impl VolumeFs {
             coherence,
             session,
         }
+    }
+
+    /// A directory's entries after `offset`. The mount's root lists itself as its parent:
+    /// nothing above the root of a view may be named from inside it.
+    fn listing(&self, ino: INodeNo, offset: u64) -> crate::Result<Vec<crate::core::DirEntry>> {
+        let dir = self.ino(ino);
+        let mut entries = self.core().readdir(dir, offset)?;
+        if dir == self.root {
+            for e in entries.iter_mut().filter(|e| e.name == b"..") {
+                e.ino = self.root;
+            }
+        }
+        Ok(entries)
     }
 
     /// Tells the volume's other mounts what this one changed.
@@ -191,14 +209,14 @@ impl VolumeFs {
     /// The kernel calls the mount's root 1; everywhere else inode numbers are the pool's.
     fn ino(&self, ino: INodeNo) -> Ino {
         if ino == INodeNo::ROOT {
-            self.volume.root
+            self.root
         } else {
             Ino(ino.0)
         }
     }
 
     fn kernel_ino(&self, ino: Ino) -> INodeNo {
-        if ino == self.volume.root {
+        if ino == self.root {
             INodeNo::ROOT
         } else {
             INodeNo(ino.0)
@@ -555,7 +573,7 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        reply!(reply, "readdir", self.core().readdir(self.ino(ino), offset), |entries| {
+        reply!(reply, "readdir", self.listing(ino, offset), |entries| {
             for e in entries {
                 if reply.add(self.kernel_ino(e.ino), e.offset, file_type(e.kind), OsStr::from_bytes(&e.name)) {
                     break;
@@ -566,7 +584,7 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        reply!(reply, "readdirplus", self.core().readdir(self.ino(ino), offset), |entries| {
+        reply!(reply, "readdirplus", self.listing(ino, offset), |entries| {
             for e in entries {
                 // An entry removed since the listing was read is skipped, as if read later.
                 let Ok(attr) = self.core().getattr(e.ino) else { continue };

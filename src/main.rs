@@ -47,6 +47,12 @@ enum Command {
         /// Serve file I/O in the daemon instead of letting the kernel pass it to the data files.
         #[arg(long)]
         no_passthrough: bool,
+        /// Show only this directory of the volume (a subPath view); symlinks are never followed.
+        #[arg(long, value_name = "DIR")]
+        subpath: Option<String>,
+        /// Make the subpath's missing directories, with the volume root's mode.
+        #[arg(long, requires = "subpath")]
+        create: bool,
     },
     /// Unmount a volume.
     Umount { mountpoint: PathBuf },
@@ -134,22 +140,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ctx.print(&v, |_| println!("deleted volume {name}"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Mount { volume, mountpoint, read_only, no_passthrough } => {
+        Command::Mount { volume, mountpoint, read_only, no_passthrough, subpath, create } => {
             let mountpoint = std::path::absolute(&mountpoint)?;
             if !mountpoint.is_dir() {
                 let what = if mountpoint.exists() { "is not a directory" } else { "does not exist" };
                 bail!("mountpoint {} {what}", mountpoint.display());
             }
             ctx.ensure_daemon(|pool| pool.volume(&volume).map(drop))?;
-            let request = Request::Mount { volume, mountpoint, read_only, passthrough: !no_passthrough };
+            let request =
+                Request::Mount { volume, mountpoint, read_only, passthrough: !no_passthrough, subpath, create };
             let v = ctx.daemon_call(request)?;
             ctx.print(&v, |v| {
                 let ro = if v["read_only"] == Value::Bool(true) { " (read-only)" } else { "" };
-                println!(
-                    "mounted {} at {}{ro}",
-                    v["volume"].as_str().unwrap_or(""),
-                    v["mountpoint"].as_str().unwrap_or("")
-                )
+                println!("mounted {} at {}{ro}", view_name(v), v["mountpoint"].as_str().unwrap_or(""))
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -164,11 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{:<30} {:<50} MODE", "VOLUME", "MOUNTPOINT");
                 for m in v.as_array().into_iter().flatten() {
                     let mode = if m["read_only"] == Value::Bool(true) { "ro" } else { "rw" };
-                    println!(
-                        "{:<30} {:<50} {mode}",
-                        m["volume"].as_str().unwrap_or(""),
-                        m["mountpoint"].as_str().unwrap_or("")
-                    );
+                    println!("{:<30} {:<50} {mode}", view_name(m), m["mountpoint"].as_str().unwrap_or(""));
                 }
             });
             Ok(ExitCode::SUCCESS)
@@ -272,6 +271,15 @@ fn log_tail(path: &Path) -> String {
     text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
+/// A mount's volume, and the directory it shows when it is a subPath view: `web:a/b`.
+fn view_name(m: &Value) -> String {
+    let volume = m["volume"].as_str().unwrap_or("");
+    match m["subpath"].as_str() {
+        Some(sub) if !sub.is_empty() => format!("{volume}:{sub}"),
+        _ => volume.to_string(),
+    }
+}
+
 fn capacity_text(v: &Value) -> String {
     match v["capacity"].as_u64() {
         Some(0) | None => "unlimited".into(),
@@ -304,7 +312,7 @@ fn print_volume(v: &Value) {
         .flatten()
         .map(|m| {
             let mode = if m["read_only"] == Value::Bool(true) { "ro" } else { "rw" };
-            format!("{} ({mode})", m["mountpoint"].as_str().unwrap_or(""))
+            format!("{} ({mode}, {})", m["mountpoint"].as_str().unwrap_or(""), view_name(m))
         })
         .collect();
     println!("mounts:    {}", if mounts.is_empty() { "none".to_string() } else { mounts.join(", ") });

@@ -25,11 +25,15 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 pub struct MountOpts {
     pub read_only: bool,
     pub passthrough: bool,
+    /// A subPath view of this directory of the volume.
+    pub subpath: Option<&'static str>,
+    /// With `subpath`: make its missing directories.
+    pub create: bool,
 }
 
 impl Default for MountOpts {
     fn default() -> Self {
-        MountOpts { read_only: false, passthrough: true }
+        MountOpts { read_only: false, passthrough: true, subpath: None, create: false }
     }
 }
 
@@ -40,6 +44,10 @@ impl MountOpts {
 
     pub fn mode(mode: Mode) -> Self {
         MountOpts { passthrough: mode == Mode::Passthrough, ..Self::default() }
+    }
+
+    pub fn subpath(path: &'static str) -> Self {
+        MountOpts { subpath: Some(path), ..Self::default() }
     }
 }
 
@@ -158,6 +166,12 @@ impl TestPool {
         }
         if !opts.passthrough {
             args.push("--no-passthrough");
+        }
+        if let Some(sub) = opts.subpath {
+            args.extend(["--subpath", sub]);
+        }
+        if opts.create {
+            args.push("--create");
         }
         self.ok(&args);
         assert!(is_mountpoint(at), "volfs mount returned but nothing is mounted at {}", at.display());
