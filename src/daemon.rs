@@ -219,11 +219,15 @@ fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
     Ok(at)
 }
 
-/// Whether something is mounted exactly at `path`, from the kernel's mount table.
+/// Whether something is mounted exactly at `path`.
 fn is_mountpoint(path: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let wanted = path.to_string_lossy();
-    table.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| unescape_mount_path(m) == wanted)
+    mount_table().iter().any(|m| m == path)
+}
+
+/// Every mountpoint in the kernel's mount table, as this process sees it.
+pub fn mount_table() -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table.lines().filter_map(|l| l.split(' ').nth(4)).map(|m| PathBuf::from(unescape_mount_path(m))).collect()
 }
 
 /// mountinfo writes space, tab, newline and backslash as octal escapes.

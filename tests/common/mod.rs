@@ -311,37 +311,15 @@ pub fn wait_pid_exit(pid: i32, limit: Duration) -> bool {
 /// Whether something is mounted exactly at `path`.
 pub fn is_mountpoint(path: &Path) -> bool {
     let Ok(canon) = fs::canonicalize(path) else { return false };
-    mount_table().contains(&canon)
+    volfs::daemon::mount_table().contains(&canon)
 }
 
 /// Mountpoints at or below `dir`.
 pub fn mountpoints_under(dir: &Path) -> Vec<PathBuf> {
-    let mut list: Vec<PathBuf> = mount_table().into_iter().filter(|m| m.starts_with(dir)).collect();
+    let mut list: Vec<PathBuf> = volfs::daemon::mount_table().into_iter().filter(|m| m.starts_with(dir)).collect();
     // Innermost first.
     list.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     list
-}
-
-fn mount_table() -> Vec<PathBuf> {
-    let table = fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
-    table.lines().filter_map(|l| l.split(' ').nth(4)).map(|m| PathBuf::from(unescape_mountinfo(m))).collect()
-}
-
-/// mountinfo writes space, tab, newline and backslash as three octal digits.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A path as a C string.
