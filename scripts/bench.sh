@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Benchmarks volfs against the native file system in the same run: a native directory under
-# /var/tmp and a volfs mount whose pool lives on the same disk. Each test runs on the native
-# directory first, then on volfs.
-#   fio (scripts/fio/bench.fio): 1 MiB seq write; 1 MiB seq read cold (after dropping the
-#   page cache) and cached; 4 KiB rand read with 1 and 4 jobs; 4 KiB rand write + end_fsync.
-#   metadata (scripts/benchtool.py meta): create, stat and unlink of small files.
-# Prints a table (test, native, volfs, ratio = volfs / native).
+# /var/tmp and a volfs mount whose pool lives on the same disk. Every test runs several times,
+# alternating native and volfs; the table shows the median of each side and their ratio.
+#   fio (scripts/fio/bench.fio): 1 MiB seq write of the whole file including the final fsync;
+#   1 MiB seq read cold (page cache dropped) and cached; 4 KiB rand read with 1 and 4 jobs;
+#   4 KiB rand write + end_fsync. Runs go native, volfs, native, volfs, ...; before every
+#   run the page cache is written back and dropped (sync; drop_caches), so no run inherits
+#   dirty pages from the one before.
+#   metadata (scripts/benchtool.py meta): create, stat and unlink of small files, each run in
+#   a fresh directory, after sync and drop_caches; the side that goes first alternates.
+# Prints a table (test, unit, native median, volfs median, ratio = volfs / native).
 #
-# Usage: scripts/bench.sh [--json FILE] [--runtime SECONDS] [--size SIZE] [--files N]
-#                         [--only "seq-write meta ..."]
-#   --runtime  seconds per fio run (default 10, or BENCH_RUNTIME; BENCH_RUNTIME=2 for a smoke run)
+# Usage: scripts/bench.sh [--json FILE] [--repeat N] [--runtime SECONDS] [--size SIZE]
+#                         [--files N] [--only "seq-write meta ..."] [--native DIR]
+#   --json     also write the medians and every run to FILE
+#   --repeat   runs per test and side (default 3, or BENCH_REPEAT)
+#   --runtime  seconds per time-based fio run (default 10, or BENCH_RUNTIME; 2 for a smoke run)
 #   --size     fio test file size (default 1g, or BENCH_SIZE)
 #   --files    files in the metadata run (default 10000, or BENCH_FILES)
 #   --only     fio section names and/or "meta" (default: all)
@@ -24,14 +30,17 @@ usage() {
 }
 
 json_out=""
+repeat=${BENCH_REPEAT:-3}
 runtime=${BENCH_RUNTIME:-10}
 size=${BENCH_SIZE:-1g}
 files=${BENCH_FILES:-10000}
 native_parent=/var/tmp
-only="seq-write seq-read-cold seq-read-cached rand-read-1 rand-read-4 rand-write-fsync meta"
+fio_tests=(seq-write seq-read-cold seq-read-cached rand-read-1 rand-read-4 rand-write-fsync)
+only="${fio_tests[*]} meta"
 while (($#)); do
 	case $1 in
 	--json) json_out=$(realpath -m "${2:?}") && shift ;;
+	--repeat) repeat=${2:?} && shift ;;
 	--runtime) runtime=${2:?} && shift ;;
 	--size) size=${2:?} && shift ;;
 	--files) files=${2:?} && shift ;;
@@ -41,6 +50,11 @@ while (($#)); do
 	*) usage ;;
 	esac
 	shift
+done
+[[ $repeat =~ ^[1-9][0-9]*$ ]] || vf_die "--repeat (BENCH_REPEAT) must be a positive integer, not '$repeat'"
+[[ $files =~ ^[1-9][0-9]*$ ]] || vf_die "--files (BENCH_FILES) must be a positive integer, not '$files'"
+for test in $only; do
+	[[ " ${fio_tests[*]} meta " == *" $test "* ]] || vf_die "--only: unknown test '$test' (known: ${fio_tests[*]} meta)"
 done
 [[ -z ${VOLFS_TEST_DIR:-} ]] || vf_warn "VOLFS_TEST_DIR is set: the volfs column measures $VOLFS_TEST_DIR (native vs native)"
 
@@ -61,21 +75,46 @@ results="$VF_TMP/results"
 mkdir -p "$results/native" "$results/volfs"
 
 failed=()
+
+# Write back every dirty page and empty the page cache, dentry and inode caches.
 drop_caches() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 }
 
-vf_log "fio: file $size, ${runtime}s per run; native: $native, volfs: ${dirs[volfs]}"
-for test in seq-write seq-read-cold seq-read-cached rand-read-1 rand-read-4 rand-write-fsync; do
-	[[ " $only " == *" $test "* ]] || continue
-	for target in native volfs; do
-		[[ $test == seq-read-cold ]] && drop_caches
-		out="$VF_TMP/fio-$target-$test.json"
-		BENCH_DIR=${dirs[$target]} BENCH_SIZE=$size BENCH_RUNTIME=$runtime \
-			fio --section="$test" --output-format=json --output="$out" "$jobfile" || true
-		printf '%-7s' "$target"
-		python3 "$tool" fio "$test" "$out" "$results/$target/$test.json" || failed+=("$test on $target")
+# fio_run TEST TARGET OUT.json: one run of a bench.fio section on one side, after drop_caches.
+fio_run() {
+	local test=$1 target=$2 out=$3
+	drop_caches
+	BENCH_DIR=${dirs[$target]} BENCH_SIZE=$size BENCH_RUNTIME=$runtime \
+		fio --section="$test" --output-format=json --output="$out" "$jobfile" || true
+}
+
+selected_fio=()
+for test in "${fio_tests[@]}"; do
+	[[ " $only " == *" $test "* ]] && selected_fio+=("$test")
+done
+if ((${#selected_fio[@]})); then
+	vf_log "fio: file $size, ${runtime}s per time-based run, $repeat runs per side; native: $native, volfs: ${dirs[volfs]}"
+	if [[ " $only " != *" seq-write "* ]]; then
+		# The other sections read or rewrite the file seq-write leaves behind.
+		for target in native volfs; do
+			fio_run seq-write "$target" "$VF_TMP/fio-$target-prepare.json"
+			[[ -s ${dirs[$target]}/bench.file ]] || vf_die "could not write the test file on $target"
+		done
+	fi
+fi
+for test in "${selected_fio[@]}"; do
+	for ((run = 1; run <= repeat; run++)); do
+		for target in native volfs; do
+			# Each seq-write run writes a new file instead of overwriting the last run's.
+			[[ $test == seq-write ]] && rm -f "${dirs[$target]}/bench.file"
+			out="$VF_TMP/fio-$target-$test-$run.json"
+			fio_run "$test" "$target" "$out"
+			printf '  %-17s run %d/%d  %-7s' "$test" "$run" "$repeat" "$target"
+			python3 "$tool" fio "$test" "$out" "$results/$target/$test.$run.json" ||
+				failed+=("$test on $target (run $run)")
+		done
 	done
 done
 for target in native volfs; do
@@ -83,19 +122,28 @@ for target in native volfs; do
 done
 
 if [[ " $only " == *" meta "* ]]; then
-	vf_log "metadata: create, stat, unlink $files files of 4 KiB"
-	for target in native volfs; do
-		echo "$target:"
-		python3 "$tool" meta "${dirs[$target]}/meta" "$files" "$results/$target" || failed+=("metadata on $target")
-		rm -rf "${dirs[$target]}/meta"
+	vf_log "metadata: create, stat, unlink $files files of 4 KiB, $repeat runs per side"
+	for ((run = 1; run <= repeat; run++)); do
+		order=(native volfs)
+		((run % 2)) || order=(volfs native)
+		for target in "${order[@]}"; do
+			dir="${dirs[$target]}/meta.$run"
+			drop_caches
+			printf '  %-17s run %d/%d  %-7s' metadata "$run" "$repeat" "$target"
+			python3 "$tool" meta "$dir" "$files" "$results/$target" "$run" ||
+				failed+=("metadata on $target (run $run)")
+			rm -rf "$dir"
+		done
 	done
 fi
 
 echo
 report=(python3 "$tool" report "$results"
 	--meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "kernel=$(uname -r)"
-	--meta "cpus=$(nproc)" --meta "runtime_s=$runtime" --meta "file_size=$size"
-	--meta "meta_files=$files" --meta "native_dir=$native" --meta "volfs_version=$("$VOLFS" --version 2>/dev/null || echo unknown)")
+	--meta "cpus=$(nproc)" --meta "repeat=$repeat" --meta "runtime_s=$runtime"
+	--meta "file_size=$size" --meta "meta_files=$files" --meta "native_dir=$native"
+	--meta "order=fio: native then volfs in every run; metadata: native first in odd runs, volfs first in even runs"
+	--meta "volfs_version=$("$VOLFS" --version 2>/dev/null || echo unknown)")
 if [[ -n $json_out ]]; then
 	report+=(--json "$json_out")
 fi

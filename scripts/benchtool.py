@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
 """Helpers for scripts/bench.sh.
 
-    benchtool.py meta DIR FILES OUT.json     create, stat and unlink FILES 4 KiB files in DIR
+    benchtool.py meta DIR FILES OUT_DIR RUN  create, stat and unlink FILES 4 KiB files in DIR
     benchtool.py fio TEST FIO.json OUT.json  pull the number that matters out of fio's JSON
     benchtool.py report RESULTS_DIR [--json FILE] [--meta k=v ...]
-                                             table of native vs volfs, optional JSON file
+                                             table of native vs volfs medians, optional JSON
+                                             file with the medians and every run
 
-Results are files RESULTS_DIR/<target>/<test>.json, each {"value": float, "unit": str}.
+Results are files RESULTS_DIR/<target>/<test>.<run>.json, each {"value": float, "unit": str}
+(value null and unit "error: ..." for a failed run); <run> counts from 1.
 """
 
 import json
 import os
+import re
+import statistics
 import sys
 import time
 
 TESTS = [
-    ("seq-write", "1 MiB seq write"),
+    ("seq-write", "1 MiB seq write + fsync"),
     ("seq-read-cold", "1 MiB seq read, cold"),
     ("seq-read-cached", "1 MiB seq read, cached"),
     ("rand-read-1", "4 KiB rand read, 1 job"),
@@ -33,7 +37,7 @@ def save(path, value, unit):
         json.dump({"value": value, "unit": unit}, f)
 
 
-def meta(directory, files, out_prefix):
+def meta(directory, files, out_dir, run):
     files = int(files)
     data = b"\xa5" * 4096
     names = [os.path.join(directory, "f%06d" % i) for i in range(files)]
@@ -56,32 +60,52 @@ def meta(directory, files, out_prefix):
         os.unlink(name)
     unlink = time.perf_counter() - start
 
+    shown = []
     for phase, secs in (("create", create), ("stat", stat), ("unlink", unlink)):
-        save("%s/meta-%s.json" % (out_prefix, phase), files / secs, "files/s")
-        print("  %-6s %6d files in %7.3f s  %10.0f files/s" % (phase, files, secs, files / secs))
+        save(os.path.join(out_dir, "meta-%s.%s.json" % (phase, run)), files / secs, "files/s")
+        shown.append("%s %9.0f" % (phase, files / secs))
+    print("  ".join(shown) + " files/s")
 
 
 def fio(test, fio_json, out):
-    with open(fio_json) as f:
-        text = f.read()
+    try:
+        with open(fio_json) as f:
+            text = f.read()
+    except OSError as e:
+        save(out, None, "error: no fio output")
+        raise SystemExit("fio %s: %s" % (test, e))
     # fio may print warnings before the JSON document.
     try:
         doc = json.loads(text[text.index("{"):])
     except ValueError:
+        save(out, None, "error: no fio result")
         raise SystemExit("fio %s: no JSON result; fio said:\n%s" % (test, text[-2000:]))
     job = doc["jobs"][0]
     if job.get("error"):
         err = job["error"]
         save(out, None, "error: %s" % os.strerror(err))
         raise SystemExit("fio %s: I/O error %d (%s)" % (test, err, os.strerror(err)))
+    side = job["write"] if "write" in test else job["read"]
     if test.startswith("seq-"):
-        side = job["write"] if "write" in test else job["read"]
         value, unit = side["bw_bytes"] / (1 << 20), "MiB/s"
     else:
-        side = job["write"] if "write" in test else job["read"]
         value, unit = side["iops"], "IOPS"
     save(out, value, unit)
-    print("  %s: %.1f %s" % (test, value, unit))
+    print("%10.1f %s" % (value, unit))
+
+
+def load_runs(results_dir, target, test):
+    """{run number: (value or None, unit)} of one test on one target."""
+    runs = {}
+    d = os.path.join(results_dir, target)
+    pattern = re.compile(re.escape(test) + r"\.(\d+)\.json$")
+    for name in os.listdir(d) if os.path.isdir(d) else ():
+        m = pattern.match(name)
+        if m:
+            with open(os.path.join(d, name)) as f:
+                r = json.load(f)
+            runs[int(m.group(1))] = (r["value"], r["unit"])
+    return runs
 
 
 def report(results_dir, args):
@@ -93,24 +117,39 @@ def report(results_dir, args):
             json_out = args.pop(0)
         elif a == "--meta":
             k, _, v = args.pop(0).partition("=")
-            extra[k] = v
+            extra[k] = int(v) if v.isdigit() else v
+        else:
+            raise SystemExit(__doc__)
     rows = []
+    counts = set()
     for test, label in TESTS:
-        vals, errors, unit = {}, {}, ""
+        medians, runs, errors, unit = {}, {}, {}, ""
         for t in TARGETS:
-            p = os.path.join(results_dir, t, test + ".json")
-            if os.path.exists(p):
-                with open(p) as f:
-                    r = json.load(f)
-                if r["value"] is None:
-                    errors[t] = r["unit"]
+            found = load_runs(results_dir, t, test)
+            if not found:
+                continue
+            n = max(found)
+            runs[t] = [found.get(i, (None, "error: no result"))[0] for i in range(1, n + 1)]
+            for i in range(1, n + 1):
+                value, u = found.get(i, (None, "error: no result"))
+                if value is None:
+                    errors.setdefault(t, []).append("run %d: %s" % (i, u))
                 else:
-                    vals[t], unit = r["value"], r["unit"]
-        if not vals and not errors:
+                    unit = u
+            ok = [v for v in runs[t] if v is not None]
+            medians[t] = statistics.median(ok) if ok else None
+            counts.add(len(ok))
+        if not runs:
             continue
-        ratio = vals["volfs"] / vals["native"] if len(vals) == 2 and vals["native"] else None
+        native, volfs = medians.get("native"), medians.get("volfs")
+        ratio = volfs / native if native and volfs is not None else None
         row = {"test": test, "label": label, "unit": unit,
-               "native": vals.get("native"), "volfs": vals.get("volfs"), "ratio": ratio}
+               "native": native, "volfs": volfs, "ratio": ratio, "runs": runs}
+        for t in runs:
+            ok = [v for v in runs[t] if v is not None]
+            if ok:
+                row.setdefault("min", {})[t] = min(ok)
+                row.setdefault("max", {})[t] = max(ok)
         if errors:
             row["errors"] = errors
         rows.append(row)
@@ -126,9 +165,16 @@ def report(results_dir, args):
     for r in rows:
         ratio = "-" if r["ratio"] is None else "%.2fx" % r["ratio"]
         print("%-30s %-8s %12s %12s %7s" % (r["label"], r["unit"], num(r, "native"), num(r, "volfs"), ratio))
+    if rows:
+        if len(counts) == 1:
+            n = "%d run%s" % (max(counts), "" if max(counts) == 1 else "s")
+        else:
+            n = "%d-%d runs (failed runs left out)" % (min(counts), max(counts))
+        print("median of %s per side, native and volfs alternating; ratio = volfs / native" % n)
     for r in rows:
-        for t, e in sorted(r.get("errors", {}).items()):
-            print("%s on %s failed: %s" % (r["test"], t, e))
+        for t, errs in sorted(r.get("errors", {}).items()):
+            for e in errs:
+                print("%s on %s failed: %s" % (r["test"], t, e))
     if json_out:
         with open(json_out, "w") as f:
             json.dump(dict(extra, results=rows), f, indent=2)
@@ -140,7 +186,7 @@ def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "meta" and len(args) == 3:
+    if cmd == "meta" and len(args) == 4:
         meta(*args)
     elif cmd == "fio" and len(args) == 3:
         fio(*args)

@@ -74,6 +74,19 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
+    /// Clear setuid, and setgid where group execute is set, as a write, truncate or chown
+    /// must (not for directories).
+    pub kill_suidgid: bool,
+}
+
+/// Clears setuid, and setgid where group execute is set (without it, setgid marks mandatory
+/// locking and stays): the kernel's rule for writes, truncates and chown.
+pub fn kill_suidgid(perm: u32) -> u32 {
+    let mut perm = perm & !libc::S_ISUID;
+    if perm & libc::S_IXGRP != 0 {
+        perm &= !libc::S_ISGID;
+    }
+    perm
 }
 
 /// What a new inode is.
@@ -644,6 +657,9 @@ impl Core {
         if let Some(mode) = set.mode {
             inode.perm = mode & 0o7777;
         }
+        if set.kill_suidgid && inode.kind != Kind::Dir {
+            inode.perm = kill_suidgid(inode.perm);
+        }
         if let Some(uid) = set.uid {
             inode.uid = uid;
         }
@@ -755,6 +771,16 @@ impl Core {
         }
         buf.truncate(done);
         Ok(buf)
+    }
+
+    /// Clears the setuid and setgid bits a write by an unprivileged caller must clear; commits
+    /// only when there is something to clear.
+    pub fn write_kills_suidgid(&self, ino: Ino) -> Result<()> {
+        let perm = self.inode(ino)?.perm;
+        if perm == kill_suidgid(perm) {
+            return Ok(());
+        }
+        self.setattr(ino, &SetAttr { kill_suidgid: true, ..SetAttr::default() }, None).map(drop)
     }
 
     pub fn write(&self, file: &File, offset: u64, data: &[u8]) -> Result<u32> {

@@ -19,6 +19,7 @@ pub struct DataStore {
 impl DataStore {
     pub fn at(dir: &Path) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        spread_subdirectories(dir);
         Ok(DataStore { dir: dir.to_path_buf(), unsynced_dirs: Mutex::default() })
     }
 
@@ -101,3 +102,23 @@ impl DataStore {
         Ok(ids)
     }
 }
+
+/// Asks the pool's filesystem to place each shard directory in a block group of its own
+/// (ext4's "top of a directory hierarchy" flag, `chattr +T`). New data files then land in
+/// fresh groups instead of scanning past inodes freed moments ago in the same group, which
+/// makes creation after mass deletion many times slower. Filesystems without the flag ignore it.
+fn spread_subdirectories(dir: &Path) {
+    let Ok(d) = File::open(dir) else { return };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through a valid pointer.
+    unsafe {
+        if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) == 0 && flags & FS_TOPDIR_FL == 0 {
+            flags |= FS_TOPDIR_FL;
+            libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags);
+        }
+    }
+}
+
+/// FS_TOPDIR_FL from linux/fs.h.
+const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;

@@ -314,7 +314,8 @@ impl fuser::Filesystem for VolumeFs {
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_AUTO_INVAL_DATA;
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let _ = config.add_capabilities(wanted & config.capabilities());
         if self.options.passthrough {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
@@ -345,7 +346,7 @@ impl fuser::Filesystem for VolumeFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -353,7 +354,7 @@ impl fuser::Filesystem for VolumeFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -361,7 +362,14 @@ impl fuser::Filesystem for VolumeFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let set = SetAttr { mode, uid, gid, size, atime: atime.map(time_set), mtime: mtime.map(time_set) };
+        // With HANDLE_KILLPRIV_V2 the kernel leaves clearing setuid/setgid to us: on chown
+        // (also chown to -1 -1, which arrives as a change of ctime alone) and on truncate by an
+        // unprivileged caller.
+        let chown = (uid.is_some() || gid.is_some()) && mode.is_none();
+        let bare_chown = ctime.is_some() && [mode, uid, gid].iter().all(Option::is_none) && size.is_none();
+        let kill_suidgid = chown || bare_chown || (size.is_some() && req.uid() != 0);
+        let (atime, mtime) = (atime.map(time_set), mtime.map(time_set));
+        let set = SetAttr { mode, uid, gid, size, atime, mtime, kill_suidgid };
         let ino = self.ino(ino);
         let handle = fh.and_then(|fh| self.handles.get(&fh.0));
         let result = self.core().setattr(ino, &set, handle.as_ref().map(|h| &h.file));
@@ -489,14 +497,20 @@ impl fuser::Filesystem for VolumeFs {
         })
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let ino = self.ino(ino);
         let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let file = match self.core().open(ino) {
             Ok(f) => f,
             Err(e) => return fail!(reply, "open", e),
         };
-        match self.backing(ino, |f| reply.open_backing(f), &file) {
+        // Writes to a setuid/setgid file by an unprivileged caller must clear those bits, and
+        // only writes the daemon sees can: such a handle does its I/O through the daemon.
+        let must_kill = writable
+            && req.uid() != 0
+            && self.core().getattr(ino).is_ok_and(|a| a.perm != crate::core::kill_suidgid(a.perm));
+        let backing = if must_kill { None } else { self.backing(ino, |f| reply.open_backing(f), &file) };
+        match backing {
             Some(id) => {
                 let fh = self.new_fh();
                 self.handles.insert(fh.0, Handle { ino, writable, file, backing: Some(id.clone()) });
@@ -531,12 +545,18 @@ impl fuser::Filesystem for VolumeFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply!(reply, "write", self.with_file(fh, |h| self.core().write(&h.file, offset, data)), |n| reply.written(n))
+        let result = self.with_file(fh, |h| {
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                self.core().write_kills_suidgid(h.ino)?;
+            }
+            self.core().write(&h.file, offset, data)
+        });
+        reply!(reply, "write", result, |n| reply.written(n))
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
