@@ -38,11 +38,34 @@ pub enum Request {
     Umount {
         mountpoint: PathBuf,
     },
+    /// Mount a projected tree built from `spec` (its text: the CLI reads the file).
+    ProjectMount {
+        spec: SpecText,
+        mountpoint: PathBuf,
+        #[serde(default)]
+        subpath: Option<String>,
+    },
+    /// Swap a new generation built from `spec` into the projected tree at `mountpoint`.
+    ProjectUpdate {
+        mountpoint: PathBuf,
+        spec: SpecText,
+    },
     ListMounts,
     Fsck {
         repair: bool,
     },
     Shutdown,
+}
+
+/// The text of a projection SPEC. It may hold secrets, so `Debug` shows only its size.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpecText(pub String);
+
+impl std::fmt::Debug for SpecText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<spec, {} bytes>", self.0.len())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -115,5 +138,12 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
         assert!(serde_json::from_str::<Request>(r#"{"op":"umount","mountpoint":"/m","extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn spec_text_is_redacted_in_debug() {
+        let r = Request::ProjectUpdate { mountpoint: "/m".into(), spec: SpecText("password: hunter2".into()) };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("17 bytes"), "{shown}");
     }
 }

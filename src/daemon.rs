@@ -15,24 +15,53 @@ use serde_json::{json, Value};
 
 use crate::control::{Request, Response, DEFAULT_SOCKET, SOCKET_RECORD};
 use crate::fuse::coherence::{Change, Coherence};
+use crate::fuse::projected::{ProjectedFs, ProjectedUpdater};
 use crate::fuse::{MountOptions, VolumeFs};
 use crate::meta::{Kind, VolumeId};
 use crate::names::VolumeName;
 use crate::pool::Pool;
+use crate::projected::Projection;
+
+/// What a mount serves.
+enum Served {
+    /// A volume; `session` is the mount's id among the volume's mounts in `Coherence`.
+    Volume {
+        name: String,
+        id: VolumeId,
+        session: u64,
+    },
+    Projected(ProjectedUpdater),
+}
 
 struct Mounted {
-    volume: String,
-    /// The directory shown, for a subPath view; empty for the whole volume.
+    served: Served,
+    /// The directory shown, for a subPath view; empty for the whole volume or tree.
     subpath: String,
-    volume_id: VolumeId,
-    session_id: u64,
     read_only: bool,
     session: fuser::BackgroundSession,
+}
+
+impl Mounted {
+    /// The volume mounted; empty for a projected tree.
+    fn volume(&self) -> &str {
+        match &self.served {
+            Served::Volume { name, .. } => name,
+            Served::Projected(_) => "",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.served {
+            Served::Volume { name, .. } => format!("volume {name}"),
+            Served::Projected(_) => "a projected tree".to_string(),
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct MountInfo {
     volume: String,
+    projected: bool,
     subpath: String,
     mountpoint: PathBuf,
     read_only: bool,
@@ -67,11 +96,29 @@ impl Service {
         mounts.retain(|_, m| {
             let alive = !m.session.guard.is_finished();
             if !alive {
-                self.coherence.unregister(m.volume_id, m.session_id);
+                self.forget(m);
             }
             alive
         });
         mounts
+    }
+
+    /// Drops what the daemon keeps about a mount besides its session.
+    fn forget(&self, m: &Mounted) {
+        if let Served::Volume { id, session, .. } = &m.served {
+            self.coherence.unregister(*id, *session);
+        }
+    }
+
+    /// The mountpoint, made absolute, if nothing is mounted there yet.
+    fn free_mountpoint(&self, mounts: &HashMap<PathBuf, Mounted>, at: &Path) -> Result<(), String> {
+        if let Some(m) = mounts.get(at) {
+            return Err(format!("mountpoint {} is busy: {} is mounted there", at.display(), m.describe()));
+        }
+        if is_mountpoint(at) {
+            return Err(format!("mountpoint {} is busy: something is mounted there", at.display()));
+        }
+        Ok(())
     }
 
     pub fn handle(&self, request: Request) -> Result<Value, String> {
@@ -93,7 +140,7 @@ impl Service {
             }
             Request::DeleteVolume { name } => {
                 let mounts = self.mounts();
-                if let Some((at, _)) = mounts.iter().find(|(_, m)| m.volume == name) {
+                if let Some((at, _)) = mounts.iter().find(|(_, m)| m.volume() == name) {
                     return Err(format!("volume {name} is mounted at {}; unmount it first", at.display()));
                 }
                 self.pool.delete_volume(&name).map_err(err)?;
@@ -104,6 +151,10 @@ impl Service {
                 self.mount(&volume, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)
             }
             Request::Umount { mountpoint } => self.umount(&mountpoint),
+            Request::ProjectMount { spec, mountpoint, subpath } => {
+                self.project_mount(&spec.0, &mountpoint, subpath.as_deref())
+            }
+            Request::ProjectUpdate { mountpoint, spec } => self.project_update(&mountpoint, &spec.0),
             Request::ListMounts => Ok(json!(self.mount_list())),
             Request::Fsck { repair } => {
                 let report = crate::fsck::check(&self.pool, repair, !self.daemon).map_err(err)?;
@@ -121,7 +172,8 @@ impl Service {
             .mounts()
             .iter()
             .map(|(at, m)| MountInfo {
-                volume: m.volume.clone(),
+                volume: m.volume().to_string(),
+                projected: matches!(m.served, Served::Projected(_)),
                 subpath: m.subpath.clone(),
                 mountpoint: at.clone(),
                 read_only: m.read_only,
@@ -150,12 +202,7 @@ impl Service {
             .resolve_subpath(volume.root, subpath, create)
             .map_err(|e| format!("volume {}: {}", volume.name, e))?;
         let mut mounts = self.mounts();
-        if let Some(m) = mounts.get(&at) {
-            return Err(format!("mountpoint {} is busy: volume {} is mounted there", at.display(), m.volume));
-        }
-        if is_mountpoint(&at) {
-            return Err(format!("mountpoint {} is busy: something is mounted there", at.display()));
-        }
+        self.free_mountpoint(&mounts, &at)?;
         let read_only = options.read_only;
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let fs = VolumeFs::new(self.pool.clone(), volume.clone(), root, options, self.coherence.clone(), session_id);
@@ -177,14 +224,8 @@ impl Service {
         }
         tracing::info!(volume = %volume.name, subpath, mountpoint = %at.display(), read_only, "mounted");
         let subpath = subpath.trim_matches('/').to_string();
-        let mounted = Mounted {
-            volume: volume.name.clone(),
-            subpath: subpath.clone(),
-            volume_id: volume.id,
-            session_id,
-            read_only,
-            session,
-        };
+        let served = Served::Volume { name: volume.name.clone(), id: volume.id, session: session_id };
+        let mounted = Mounted { served, subpath: subpath.clone(), read_only, session };
         mounts.insert(at.clone(), mounted);
         Ok(json!({ "volume": volume.name, "subpath": subpath, "mountpoint": at, "read_only": read_only }))
     }
@@ -192,10 +233,46 @@ impl Service {
     fn umount(&self, mountpoint: &Path) -> Result<Value, String> {
         let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
         let mounted = self.mounts().remove(&at).ok_or_else(|| format!("no volfs mount at {}", mountpoint.display()))?;
-        self.coherence.unregister(mounted.volume_id, mounted.session_id);
+        self.forget(&mounted);
+        let what = mounted.describe();
         mounted.session.umount_and_join().map_err(|e| format!("unmounting {}: {e}", at.display()))?;
-        tracing::info!(volume = %mounted.volume, mountpoint = %at.display(), "unmounted");
+        tracing::info!(mount = %what, mountpoint = %at.display(), "unmounted");
         Ok(json!({ "unmounted": at }))
+    }
+
+    /// Mounts a read-only tree projected from `spec` (the kubelet's configMap/secret layout).
+    fn project_mount(&self, spec: &str, mountpoint: &Path, subpath: Option<&str>) -> Result<Value, String> {
+        if !self.daemon {
+            return Err("mounting needs the daemon".into());
+        }
+        let projection = Projection::from_yaml(spec).map_err(|e| e.to_string())?;
+        let at = std::fs::canonicalize(mountpoint)
+            .map_err(|_| format!("mountpoint {} does not exist", mountpoint.display()))?;
+        let mut mounts = self.mounts();
+        self.free_mountpoint(&mounts, &at)?;
+        let (fs, updater) = ProjectedFs::new(projection);
+        let session =
+            fs.mount(&at, subpath).map_err(|e| format!("mounting the projected tree at {}: {e}", at.display()))?;
+        let generation = updater.generation();
+        tracing::info!(mountpoint = %at.display(), generation, "projected tree mounted");
+        let subpath = subpath.unwrap_or("").trim_matches('/').to_string();
+        let mounted = Mounted { served: Served::Projected(updater), subpath, read_only: true, session };
+        mounts.insert(at.clone(), mounted);
+        Ok(json!({ "mountpoint": at, "generation": generation }))
+    }
+
+    /// Swaps in a new generation of the projected tree at `mountpoint`; a spec that does not
+    /// build changes nothing.
+    fn project_update(&self, mountpoint: &Path, spec: &str) -> Result<Value, String> {
+        let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+        let updater = match self.mounts().get(&at).map(|m| &m.served) {
+            Some(Served::Projected(updater)) => updater.clone(),
+            _ => return Err(format!("no projected tree is mounted at {}", mountpoint.display())),
+        };
+        let projection = Projection::from_yaml(spec).map_err(|e| e.to_string())?;
+        let update = updater.update(projection);
+        tracing::info!(mountpoint = %at.display(), generation = update.generation, changed = update.changed, "projected tree updated");
+        Ok(json!({ "mountpoint": at, "generation": update.generation, "changed": update.changed }))
     }
 
     /// Unmounts everything and lets `serve` return.
@@ -203,7 +280,7 @@ impl Service {
         self.stopping.store(true, Ordering::SeqCst);
         let mounts: Vec<_> = self.mounts().drain().collect();
         for (at, m) in mounts {
-            self.coherence.unregister(m.volume_id, m.session_id);
+            self.forget(&m);
             if let Err(e) = m.session.umount_and_join() {
                 tracing::warn!(mountpoint = %at.display(), error = %e, "unmount on shutdown failed");
             }
@@ -294,6 +371,7 @@ fn answer(service: &Service, stream: UnixStream) -> bool {
     let (response, stop) = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             let stop = request == Request::Shutdown;
+            // Debug of a request never shows a spec's text (it may hold secrets).
             tracing::debug!(?request, "control request");
             match service.handle(request) {
                 Ok(v) => (Response::Ok(v), stop),

@@ -2,7 +2,22 @@
 //! arguments, calls the filesystem core once and replies; errors become errnos through
 //! `Error::errno`. The only module that knows fuser types or kernel flags.
 
+/// Replies with the core's error, logged at a level that fits it. Declared before the
+/// submodules so that every adapter uses it.
+macro_rules! fail {
+    ($reply:expr, $op:expr, $err:expr) => {{
+        let err: Error = $err;
+        if err.is_routine() {
+            tracing::debug!(op = $op, error = %err);
+        } else {
+            tracing::warn!(op = $op, error = %err);
+        }
+        $reply.error(Errno::from_i32(err.errno()))
+    }};
+}
+
 pub mod coherence;
+pub mod projected;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -76,19 +91,6 @@ pub struct VolumeFs {
     backing_lock: Mutex<()>,
     coherence: Arc<Coherence>,
     session: u64,
-}
-
-/// Replies with the core's error, logged at a level that fits it.
-macro_rules! fail {
-    ($reply:expr, $op:expr, $err:expr) => {{
-        let err: Error = $err;
-        if err.is_routine() {
-            tracing::debug!(op = $op, error = %err);
-        } else {
-            tracing::warn!(op = $op, error = %err);
-        }
-        $reply.error(Errno::from_i32(err.errno()))
-    }};
 }
 
 /// Runs a core call and replies with its value or its error.

@@ -14,6 +14,7 @@ pub mod fuse;
 pub mod meta;
 pub mod names;
 pub mod pool;
+pub mod projected;
 pub mod quantity;
 
 pub use error::{Error, Result};

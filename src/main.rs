@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use volfs::control::{self, CallError, Request};
+use volfs::control::{self, CallError, Request, SpecText};
 use volfs::daemon::{self, Service};
 use volfs::names::VolumeName;
 use volfs::pool::{OpenMode, Pool};
@@ -54,8 +54,12 @@ enum Command {
         #[arg(long, requires = "subpath")]
         create: bool,
     },
-    /// Unmount a volume.
+    /// Unmount a volume or a projected tree.
     Umount { mountpoint: PathBuf },
+    /// Projected trees: configMap, secret, downwardAPI and serviceAccountToken sources served
+    /// read-only from memory, laid out as the kubelet lays them out.
+    #[command(subcommand)]
+    Project(ProjectCommand),
     /// List the mounts the daemon serves.
     Mounts,
     /// Check every invariant of the pool; --repair reclaims leftovers of interrupted operations.
@@ -65,6 +69,20 @@ enum Command {
     },
     /// Unmount everything and stop the daemon.
     Shutdown,
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Mount the tree SPEC describes (the projected source, then the objects it names).
+    Mount {
+        spec: PathBuf,
+        mountpoint: PathBuf,
+        /// Show only this directory (or file, on a file mountpoint) of the tree, live.
+        #[arg(long, value_name = "PATH")]
+        subpath: Option<String>,
+    },
+    /// Swap in the tree SPEC describes now, in one step; a bad SPEC changes nothing.
+    Update { mountpoint: PathBuf, spec: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +177,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Umount { mountpoint } => {
             let v = ctx.daemon_call(Request::Umount { mountpoint: std::path::absolute(&mountpoint)? })?;
             ctx.print(&v, |v| println!("unmounted {}", v["unmounted"].as_str().unwrap_or("")));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Project(ProjectCommand::Mount { spec, mountpoint, subpath }) => {
+            let spec = read_spec(&spec)?;
+            let mountpoint = std::path::absolute(&mountpoint)?;
+            ctx.ensure_daemon(|_| Ok(()))?;
+            let v = ctx.daemon_call(Request::ProjectMount { spec, mountpoint, subpath })?;
+            ctx.print(&v, |v| {
+                let at = v["mountpoint"].as_str().unwrap_or("");
+                println!("projected tree mounted at {at} (..data -> {})", v["generation"].as_str().unwrap_or(""))
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Project(ProjectCommand::Update { mountpoint, spec }) => {
+            let spec = read_spec(&spec)?;
+            let mountpoint = std::path::absolute(&mountpoint)?;
+            let v = ctx.daemon_call(Request::ProjectUpdate { mountpoint, spec })?;
+            ctx.print(&v, |v| {
+                let at = v["mountpoint"].as_str().unwrap_or("");
+                let generation = v["generation"].as_str().unwrap_or("");
+                if v["changed"] == Value::Bool(true) {
+                    println!("updated {at}: ..data -> {generation}");
+                } else {
+                    println!("{at} unchanged: the content is the same (..data -> {generation})");
+                }
+            });
             Ok(ExitCode::SUCCESS)
         }
         Command::Mounts => {
@@ -266,6 +310,12 @@ impl Ctx {
     }
 }
 
+/// A projection SPEC's text; it goes to the daemon over the control socket, never elsewhere.
+fn read_spec(path: &Path) -> anyhow::Result<SpecText> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading SPEC {}", path.display()))?;
+    Ok(SpecText(text))
+}
+
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ")
@@ -273,7 +323,7 @@ fn log_tail(path: &Path) -> String {
 
 /// A mount's volume, and the directory it shows when it is a subPath view: `web:a/b`.
 fn view_name(m: &Value) -> String {
-    let volume = m["volume"].as_str().unwrap_or("");
+    let volume = if m["projected"] == Value::Bool(true) { "(projected)" } else { m["volume"].as_str().unwrap_or("") };
     match m["subpath"].as_str() {
         Some(sub) if !sub.is_empty() => format!("{volume}:{sub}"),
         _ => volume.to_string(),

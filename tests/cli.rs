@@ -335,7 +335,9 @@ fn mount_autostarts_a_daemon_that_outlives_the_cli() {
     fs::write(at.join("f"), b"served").unwrap();
     assert_eq!(fs::read(at.join("f")).unwrap(), b"served");
     let mounts = pool.json(&["mounts"]);
-    assert_eq!(mounts, json!([{ "volume": "a", "subpath": "", "mountpoint": path_str(&at), "read_only": false }]));
+    let expected =
+        json!([{ "volume": "a", "projected": false, "subpath": "", "mountpoint": path_str(&at), "read_only": false }]);
+    assert_eq!(mounts, expected);
     let inspect = pool.json(&["volume", "inspect", "a"]);
     assert_eq!(inspect["mounts"], mounts);
     let table = pool.ok(&["mounts"]);
