@@ -232,10 +232,23 @@ impl Service {
 
     fn umount(&self, mountpoint: &Path) -> Result<Value, String> {
         let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-        let mounted = self.mounts().remove(&at).ok_or_else(|| format!("no volfs mount at {}", mountpoint.display()))?;
+        let mut mounts = self.mounts();
+        if !mounts.contains_key(&at) {
+            return Err(format!("no volfs mount at {}", mountpoint.display()));
+        }
+        // Unmount before letting go of the session: a busy mount stays served and listed.
+        let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        // SAFETY: a valid C string; plain syscall.
+        if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(format!("unmounting {}: {e}", at.display()));
+        }
+        let mounted = mounts.remove(&at).expect("checked above");
+        drop(mounts);
         self.forget(&mounted);
         let what = mounted.describe();
-        mounted.session.umount_and_join().map_err(|e| format!("unmounting {}: {e}", at.display()))?;
+        // The kernel has ended the connection; the session thread sees that and returns.
+        mounted.session.join().map_err(|e| format!("ending the session of {}: {e}", at.display()))?;
         tracing::info!(mount = %what, mountpoint = %at.display(), "unmounted");
         Ok(json!({ "unmounted": at }))
     }

@@ -104,7 +104,9 @@ enum VolumeCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = if matches!(cli.command, Command::Serve) { "info,fjall=warn,lsm_tree=warn" } else { "warn" };
+    // fuser warns when it tries to unmount what `volfs umount` already unmounted.
+    let default =
+        if matches!(cli.command, Command::Serve) { "info,fjall=warn,lsm_tree=warn,fuser::mnt=error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

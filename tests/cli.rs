@@ -389,3 +389,22 @@ fn fsck_on_a_fresh_pool_exits_0() {
     assert_eq!(report["problems"], json!([]), "{report}");
     assert!(pool.ok(&["fsck", "--repair"]).lines().last() == Some("pool is consistent"));
 }
+
+#[test]
+fn umount_of_a_busy_mount_fails_and_keeps_it_served() {
+    let pool = TestPool::new();
+    pool.create_volume("a", None);
+    let m = pool.mount("a", MountOpts::default());
+    fs::write(m.join("f"), b"kept").unwrap();
+    let open = fs::File::open(m.join("f")).unwrap();
+    let at = path_str(m.path()).to_string();
+    let out = pool.run(&["umount", &at]);
+    let err = assert_fails_naming(&out, "busy umount", &[&at, "busy"]);
+    assert!(is_mountpoint(m.path()), "{err}");
+    assert_eq!(pool.json(&["mounts"])[0]["mountpoint"], at.as_str());
+    assert_eq!(fs::read(m.join("f")).unwrap(), b"kept");
+    drop(open);
+    pool.ok(&["umount", &at]);
+    assert!(!is_mountpoint(m.path()));
+    assert_eq!(pool.json(&["mounts"]), json!([]));
+}
