@@ -23,6 +23,10 @@ pub enum Request {
     DeleteVolume {
         name: String,
     },
+    ResizeVolume {
+        name: String,
+        capacity: u64,
+    },
     Mount {
         volume: String,
         mountpoint: PathBuf,

@@ -957,7 +957,7 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn statvfs(path: &Path) -> Result<libc::statvfs> {
+pub fn statvfs(path: &Path) -> Result<libc::statvfs> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Invalid("path holds NUL".into()))?;
     // SAFETY: c is a valid C string; st is written by the call.
     unsafe {

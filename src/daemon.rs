@@ -146,6 +146,10 @@ impl Service {
                 self.pool.delete_volume(&name).map_err(err)?;
                 Ok(json!({ "deleted": name }))
             }
+            Request::ResizeVolume { name, capacity } => {
+                let volume = self.pool.resize_volume(&name, capacity).map_err(err)?;
+                Ok(json!(self.pool.volume_info(&volume).map_err(err)?))
+            }
             Request::Mount { volume, mountpoint, read_only, passthrough, subpath, create } => {
                 let options = MountOptions { read_only, passthrough, ..MountOptions::default() };
                 self.mount(&volume, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)

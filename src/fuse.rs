@@ -631,7 +631,9 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply!(reply, "statfs", self.core().statfs(&self.volume), |s| reply
+        // The volume's record as it is now: a resize shows at once.
+        let statfs = self.pool.volume(&self.volume.name).and_then(|v| self.core().statfs(&v));
+        reply!(reply, "statfs", statfs, |s| reply
             .statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize))
     }
 

@@ -100,6 +100,12 @@ enum VolumeCommand {
     Delete {
         name: String,
     },
+    /// Change a volume's capacity, also while it is mounted (`df` shows the new size at once).
+    Resize {
+        name: String,
+        #[arg(long, value_name = "SIZE")]
+        capacity: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -147,12 +153,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Volume(VolumeCommand::List) => {
             let v = ctx.request(Request::ListVolumes, OpenMode::Existing)?;
-            ctx.print(&v, print_volume_table);
+            ctx.print(&v, |v| print_volume_table(v, &ctx.pool));
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume(VolumeCommand::Inspect { name }) => {
             let v = ctx.request(Request::InspectVolume { name }, OpenMode::Existing)?;
             ctx.print(&v, print_volume);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Volume(VolumeCommand::Resize { name, capacity }) => {
+            let capacity = parse_size(&capacity).map_err(|e| anyhow!("--capacity: {e}"))?;
+            let v = ctx.request(Request::ResizeVolume { name, capacity }, OpenMode::Existing)?;
+            ctx.print(&v, |v| println!("resized volume {} to {}", v["name"].as_str().unwrap_or(""), capacity_text(v)));
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume(VolumeCommand::Delete { name }) => {
@@ -339,15 +351,29 @@ fn capacity_text(v: &Value) -> String {
     }
 }
 
-fn print_volume_table(v: &Value) {
+fn print_volume_table(v: &Value, pool: &Path) {
     println!("{:<40} {:>12} {:>12} {:>10}", "NAME", "CAPACITY", "USED", "INODES");
-    for vol in v.as_array().into_iter().flatten() {
+    let volumes = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    for vol in volumes {
         println!(
             "{:<40} {:>12} {:>12} {:>10}",
             vol["name"].as_str().unwrap_or(""),
             capacity_text(vol),
             HumanBytes(vol["used_bytes"].as_u64().unwrap_or(0)).to_string(),
             vol["inodes"].as_u64().unwrap_or(0)
+        );
+    }
+    // Thin provisioning: capacities may add up to more than the pool's disk holds.
+    let provisioned: u64 = volumes.iter().filter_map(|v| v["capacity"].as_u64()).sum();
+    let unlimited = volumes.iter().filter(|v| v["capacity"].as_u64() == Some(0)).count();
+    if let Ok(st) = volfs::core::statvfs(pool) {
+        let (size, free) = (st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize);
+        let over = if provisioned > size { ", overcommitted" } else { "" };
+        println!(
+            "provisioned {} of the pool's {} ({} free{over}); {unlimited} volumes without a capacity",
+            HumanBytes(provisioned),
+            HumanBytes(size),
+            HumanBytes(free)
         );
     }
 }

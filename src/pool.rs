@@ -210,6 +210,25 @@ impl Pool {
         Ok(())
     }
 
+    /// Sets a volume's capacity; mounts report it at once. Refuses a capacity below what the
+    /// volume's files occupy.
+    pub fn resize_volume(&self, name: &str, capacity: u64) -> Result<Volume> {
+        let _w = self.core.lock();
+        let mut volume = self.volume(name)?;
+        let used = self.volume_info(&volume)?.used_bytes;
+        if capacity < used {
+            return Err(Error::Invalid(format!(
+                "volume {name} holds {} ({used} bytes); a capacity of {capacity} bytes is less",
+                crate::quantity::HumanBytes(used)
+            )));
+        }
+        volume.capacity = capacity;
+        let mut txn = Txn::default();
+        txn.put_volume(&volume);
+        self.core.meta().commit(txn)?;
+        Ok(volume)
+    }
+
     /// Deletes a volume and everything in it, in one transaction. The caller makes sure it is
     /// not mounted.
     pub fn delete_volume(&self, name: &str) -> Result<()> {

@@ -273,7 +273,11 @@ fn volume_create_list_inspect_delete_print_tables() {
     assert_eq!(pool.ok(&["volume", "create", "scratch"]), "created volume scratch (capacity unlimited)\n");
     let list = pool.ok(&["volume", "list"]);
     let lines: Vec<&str> = list.lines().collect();
-    assert_eq!(lines.len(), 3, "{list}");
+    assert_eq!(lines.len(), 4, "{list}");
+    assert!(
+        lines[3].starts_with("provisioned 1.0 GiB of the pool's") && lines[3].contains("1 volumes without"),
+        "{list}"
+    );
     assert!(lines[0].starts_with("NAME") && lines[0].contains("CAPACITY"), "{list}");
     let row = lines.iter().find(|l| l.starts_with("data-1 ")).expect("a row for data-1");
     assert!(row.contains("1.0 GiB"), "{row}");
@@ -284,7 +288,7 @@ fn volume_create_list_inspect_delete_print_tables() {
     assert!(inspect.lines().any(|l| l.starts_with("mounts:") && l.ends_with("none")), "{inspect}");
     assert_eq!(pool.ok(&["volume", "delete", "data-1"]), "deleted volume data-1\n");
     let list = pool.ok(&["volume", "list"]);
-    assert_eq!(list.lines().count(), 2, "{list}");
+    assert_eq!(list.lines().count(), 3, "{list}");
     assert!(!list.contains("data-1"), "{list}");
 }
 
@@ -407,4 +411,44 @@ fn umount_of_a_busy_mount_fails_and_keeps_it_served() {
     pool.ok(&["umount", &at]);
     assert!(!is_mountpoint(m.path()));
     assert_eq!(pool.json(&["mounts"]), json!([]));
+}
+
+/// The size statfs reports for a mount, in bytes.
+fn statfs_size(path: &Path) -> u64 {
+    let c = common::cpath(path);
+    // SAFETY: a valid path and a zeroed struct for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    st.f_blocks * st.f_frsize
+}
+
+#[test]
+fn resize_while_mounted_shows_in_statfs_at_once() {
+    let pool = TestPool::new();
+    pool.create_volume("a", Some("1Gi"));
+    let m = pool.mount("a", MountOpts::default());
+    assert_eq!(statfs_size(m.path()), 1 << 30);
+    let v = pool.json(&["volume", "resize", "a", "--capacity", "3Gi"]);
+    assert_eq!(v["capacity"], 3u64 << 30);
+    assert_eq!(statfs_size(m.path()), 3 << 30, "df did not show the new size without a remount");
+    pool.ok(&["volume", "resize", "a", "--capacity", "512Mi"]);
+    assert_eq!(statfs_size(m.path()), 512 << 20);
+}
+
+#[test]
+fn resize_below_what_is_used_or_to_a_bad_size_fails_and_changes_nothing() {
+    let pool = TestPool::new();
+    pool.create_volume("a", Some("1Gi"));
+    let m = pool.mount("a", MountOpts::default());
+    fs::write(m.join("f"), vec![7u8; 3 << 20]).unwrap();
+    let out = pool.run(&["volume", "resize", "a", "--capacity", "1Mi"]);
+    assert_fails_naming(&out, "shrink below used", &["volume a", "holds"]);
+    for bad in ["0", "10Gb", "1.2.3"] {
+        let out = pool.run(&["volume", "resize", "a", "--capacity", bad]);
+        assert_fails_naming(&out, bad, &["--capacity", bad]);
+    }
+    let out = pool.run(&["volume", "resize", "nope", "--capacity", "1Gi"]);
+    assert_fails_naming(&out, "unknown volume", &["nope"]);
+    assert_eq!(pool.json(&["volume", "inspect", "a"])["capacity"], 1u64 << 30);
+    assert_eq!(statfs_size(m.path()), 1 << 30);
 }
