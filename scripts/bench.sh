@@ -13,6 +13,7 @@
 #
 # Usage: scripts/bench.sh [--json FILE] [--repeat N] [--runtime SECONDS] [--size SIZE]
 #                         [--files N] [--only "seq-write meta ..."] [--native DIR]
+#                         [--capacity SIZE]
 #   --json     also write the medians and every run to FILE
 #   --repeat   runs per test and side (default 3, or BENCH_REPEAT)
 #   --runtime  seconds per time-based fio run (default 10, or BENCH_RUNTIME; 2 for a smoke run)
@@ -20,6 +21,8 @@
 #   --files    files in the metadata run (default 10000, or BENCH_FILES)
 #   --only     fio section names and/or "meta" (default: all)
 #   --native   directory to create the native test dir in (default /var/tmp)
+#   --capacity give the volfs volume this capacity (default none, or BENCH_CAPACITY): the
+#              daemon then serves file I/O itself to hold writes to it
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -35,6 +38,7 @@ runtime=${BENCH_RUNTIME:-10}
 size=${BENCH_SIZE:-1g}
 files=${BENCH_FILES:-10000}
 native_parent=/var/tmp
+capacity=${BENCH_CAPACITY-}
 fio_tests=(seq-write seq-read-cold seq-read-cached rand-read-1 rand-read-4 rand-write-fsync)
 only="${fio_tests[*]} meta"
 while (($#)); do
@@ -46,6 +50,7 @@ while (($#)); do
 	--files) files=${2:?} && shift ;;
 	--only) only=${2:?} && shift ;;
 	--native) native_parent=${2:?} && shift ;;
+	--capacity) capacity=${2:?} && shift ;;
 	-h | --help) usage ;;
 	*) usage ;;
 	esac
@@ -62,8 +67,11 @@ vf_require fio python3
 jobfile="$VF_ROOT/scripts/fio/bench.fio"
 tool="$VF_ROOT/scripts/benchtool.py"
 
-vf_setup bench
+vf_setup bench "$capacity"
 native=$(mktemp -d "$native_parent/vfbench.XXXX")
+# The placement hint volfs gives its data directory (ext4's "top directory" flag), so both
+# sides create files in fresh block groups rather than among inodes freed by earlier runs.
+chattr +T "$native" 2>/dev/null || true
 # shellcheck disable=SC2016 # expanded when the hook runs
 VF_CLEANUP_HOOKS+=('rm -rf "$native"')
 if [[ $(stat -c %d "$native") != $(stat -c %d "$VF_POOL") ]]; then
@@ -140,7 +148,7 @@ fi
 echo
 report=(python3 "$tool" report "$results"
 	--meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "kernel=$(uname -r)"
-	--meta "cpus=$(nproc)" --meta "repeat=$repeat" --meta "runtime_s=$runtime"
+	--meta "cpus=$(nproc)" --meta "repeat=$repeat" --meta "runtime_s=$runtime" --meta "capacity=${capacity:-none}"
 	--meta "file_size=$size" --meta "meta_files=$files" --meta "native_dir=$native"
 	--meta "order=fio: native then volfs in every run; metadata: native first in odd runs, volfs first in even runs"
 	--meta "volfs_version=$("$VOLFS" --version 2>/dev/null || echo unknown)")

@@ -8,7 +8,8 @@
 #      has made durable (fsync returned) to a log on the native disk, outside the mount;
 #   3. after a round-specific delay, kill -9 the daemon while the writer runs;
 #   4. lazy-unmount the dead mount, run `volfs fsck --pool P` (must exit 0);
-#   5. start the daemon again, mount, and verify everything every round so far acknowledged.
+#   5. start the daemon again, mount, and verify everything every round so far acknowledged;
+#      fsck again through the daemon, which has recounted every volume's usage.
 #
 #   CRASH_DELAYS="1.5 4 7"   seconds between the writer's start and the kill, one per round
 set -euo pipefail
@@ -44,7 +45,7 @@ verify_rounds() {
 
 vf_start_daemon
 vf_log "volfs serve running as pid $VF_DAEMON_PID"
-vf_create_volume "$volume" 8Gi
+vf_create_volume "$volume" "${VF_CAPACITY-8Gi}"
 vf_mount "$volume" "$mnt"
 
 round=0
@@ -95,6 +96,8 @@ for delay in "${delays[@]}"; do
 	verify_rounds "$round" || verify_ok=0
 	((fsck_ok)) || vf_die "round $round: volfs fsck --pool $VF_POOL failed after SIGKILL"
 	((verify_ok)) || vf_die "round $round: acknowledged data lost or damaged"
+	vf_log "round $round: volfs fsck of the recovered pool, served (usage recounted)"
+	"$VOLFS" fsck --pool "$VF_POOL" || vf_die "round $round: volfs fsck failed after recovery"
 done
 
 vf_umount "$mnt"

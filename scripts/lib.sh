@@ -8,7 +8,8 @@
 # Set VOLFS_TEST_DIR=/some/native/dir to run a suite against that directory instead of a
 # volfs mount (a baseline: what the same suite does on the disk under the pool).
 # Set VF_MOUNT_OPTS (e.g. --no-passthrough) to add options to every `volfs mount`,
-# VF_CAPACITY to change the test volume's capacity (default 32Gi),
+# VF_CAPACITY to change the test volume's capacity (default 32Gi; empty: none, so file I/O
+# is passed through to the kernel),
 # VF_KEEP=1 to keep the temp dir (pool, logs) after the run.
 
 set -euo pipefail
@@ -189,7 +190,7 @@ vf_mount() {
 # vf_setup [NAME] [CAPACITY]: fresh temp pool, volume NAME (default "test") and a mount of it
 # at $VF_MNT. With VOLFS_TEST_DIR set, VF_MNT is a fresh directory inside it instead.
 vf_setup() {
-	local name=${1:-test} capacity=${2:-${VF_CAPACITY:-32Gi}}
+	local name=${1:-test} capacity=${2-${VF_CAPACITY-32Gi}}
 	vf_require_root
 	vf_tmp
 	if [[ -n ${VOLFS_TEST_DIR:-} ]]; then

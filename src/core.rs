@@ -7,6 +7,7 @@
 //! kernel may write directly.
 
 use std::fs::File;
+use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -19,8 +20,9 @@ use dashmap::DashMap;
 
 use crate::data::DataStore;
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, Volume, VolumeId};
+use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, ViewId, Volume, VolumeId};
 use crate::names::check_component;
+use crate::space::{allocated, allocated_ranges, allocated_total, block_range, fitting_prefix};
 
 /// Most hard links one inode may have, as on ext4.
 pub const LINK_MAX: u32 = 65_000;
@@ -149,6 +151,64 @@ pub enum XattrMode {
 
 const READDIR_BATCH: usize = 256;
 
+/// A regular file opened through the core: its data file and whose it is, so that what the
+/// daemon writes is charged to the right volume.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub ino: Ino,
+    pub volume: VolumeId,
+    file: File,
+}
+
+impl Deref for OpenFile {
+    type Target = File;
+
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+/// The space of one volume. `used` is exact in memory at all times; the usage records hold it
+/// after an orderly close and are recounted from the data files after an unclean stop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Bytes the volume may hold; 0 means bounded only by the pool's free space.
+    pub capacity: u64,
+    /// Bytes of data blocks its files hold, as last counted.
+    pub used: u64,
+    /// Bytes promised to writes in flight.
+    reserved: u64,
+}
+
+/// A file the kernel writes straight into (passthrough): the daemon sees none of those
+/// writes, so its blocks are counted again when it is closed, and on demand.
+#[derive(Clone, Copy, Debug)]
+struct DirectWrites {
+    volume: VolumeId,
+    data: DataId,
+    /// Bytes of blocks the file held when `used` last counted it.
+    counted: u64,
+    handles: u32,
+}
+
+/// A data file and the volume whose space it takes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DataFile {
+    pub volume: VolumeId,
+    pub id: DataId,
+}
+
+/// Whether an allocating operation may do part of its range when the volume lacks room for
+/// all of it (a write may come back short; fallocate may not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fit {
+    Prefix,
+    Whole,
+}
+
+/// How many locks serialise allocation accounting per file (an inode picks one by number).
+const IO_LOCKS: usize = 64;
+
 /// The filesystem core over one pool's metadata and data.
 pub struct Core {
     meta: Meta,
@@ -156,15 +216,29 @@ pub struct Core {
     pool_dir: PathBuf,
     write: Mutex<()>,
     next_id: AtomicU64,
+    /// How many opens each open inode has.
     open_files: DashMap<Ino, u32>,
+    space: DashMap<VolumeId, Account>,
+    direct: DashMap<Ino, DirectWrites>,
+    /// Make measure-change-measure of one file's blocks atomic.
+    io_locks: Vec<Mutex<()>>,
+    /// The pool filesystem's block size: the unit of allocation.
+    block: u64,
 }
 
 const NEXT_ID: &str = "next_id";
+const NEXT_VIEW: &str = "next_view";
 const FIRST_ID: u64 = 16;
 
 impl Core {
     pub fn new(pool_dir: &Path, meta: Meta, data: DataStore) -> Result<Self> {
         let next_id = meta.counter(NEXT_ID)?.max(FIRST_ID);
+        let space = DashMap::new();
+        for volume in meta.volumes()? {
+            let used = meta.usage(volume.id)?.bytes;
+            space.insert(volume.id, Account { capacity: volume.capacity, used, reserved: 0 });
+        }
+        let block = statvfs(pool_dir)?.f_bsize.max(512);
         Ok(Core {
             meta,
             data,
@@ -172,6 +246,10 @@ impl Core {
             write: Mutex::new(()),
             next_id: AtomicU64::new(next_id),
             open_files: DashMap::new(),
+            space,
+            direct: DashMap::new(),
+            io_locks: (0..IO_LOCKS).map(|_| Mutex::new(())).collect(),
+            block,
         })
     }
 
@@ -194,6 +272,16 @@ impl Core {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
         txn.put_counter(NEXT_ID, id + 1);
         id
+    }
+
+    /// A fresh view id, recorded in `txn`; one per transaction. The caller holds the write lock.
+    pub(crate) fn alloc_view(&self, txn: &mut Txn) -> Result<ViewId> {
+        let next = self.meta.counter(NEXT_VIEW)?.max(1);
+        if next > u64::from(ViewId::MAX) {
+            return Err(Error::NoSpace(format!("the pool has used all {} volume and snapshot ids", ViewId::MAX)));
+        }
+        txn.put_counter(NEXT_VIEW, next + 1);
+        Ok(ViewId(next as u32))
     }
 
     pub(crate) fn inode(&self, ino: Ino) -> Result<Inode> {
@@ -266,6 +354,7 @@ impl Core {
     fn change_usage(&self, txn: &mut Txn, volume: VolumeId, inodes: i64) -> Result<()> {
         let mut usage = self.meta.usage(volume)?;
         usage.inodes = usage.inodes.saturating_add_signed(inodes);
+        usage.bytes = self.account(volume).used;
         txn.put_usage(volume, &usage);
         Ok(())
     }
@@ -279,7 +368,7 @@ impl Core {
         name: &[u8],
         spec: NodeSpec,
         perm: u32,
-    ) -> Result<(Attr, Option<File>)> {
+    ) -> Result<(Attr, Option<OpenFile>)> {
         check_component(name)?;
         let _w = self.lock();
         let mut dir = self.dir_inode(parent)?;
@@ -298,7 +387,7 @@ impl Core {
             caller.gid
         };
         let mut txn = Txn::default();
-        let ino = Ino(self.alloc_id(&mut txn));
+        let ino = Ino::new(parent.view(), self.alloc_id(&mut txn));
         let mut inode = Inode {
             volume: dir.volume,
             kind,
@@ -321,7 +410,7 @@ impl Core {
         match spec {
             NodeSpec::File => {
                 let id = DataId(self.alloc_id(&mut txn));
-                file = Some(self.data.create(id)?);
+                file = Some(OpenFile { ino, volume: dir.volume, file: self.data.create(id)? });
                 inode.data = Some(id);
             }
             NodeSpec::Symlink(target) => inode.target = target,
@@ -442,7 +531,7 @@ impl Core {
     /// Drops one link of `inode` inside `txn`. When none is left the inode goes, unless it is
     /// still open: then it waits, recorded as an orphan, for its last release. Returns the data
     /// file to remove once `txn` has committed.
-    fn unlink_inode(&self, txn: &mut Txn, ino: Ino, inode: &mut Inode, now: Timestamp) -> Result<Option<DataId>> {
+    fn unlink_inode(&self, txn: &mut Txn, ino: Ino, inode: &mut Inode, now: Timestamp) -> Result<Option<DataFile>> {
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
         if inode.nlink > 0 {
@@ -458,22 +547,26 @@ impl Core {
     }
 
     /// Removes an inode with no links and no opener, with its xattrs. Returns its data file.
-    fn delete_inode(&self, txn: &mut Txn, ino: Ino, inode: &Inode) -> Result<Option<DataId>> {
+    fn delete_inode(&self, txn: &mut Txn, ino: Ino, inode: &Inode) -> Result<Option<DataFile>> {
         txn.delete_inode(ino);
         txn.delete_orphan(ino);
         for name in self.meta.xattr_names(ino)? {
             txn.delete_xattr(ino, &name);
         }
         self.change_usage(txn, inode.volume, -1)?;
-        Ok(inode.data)
+        Ok(inode.data.map(|id| DataFile { volume: inode.volume, id }))
     }
 
-    fn remove_data(&self, id: Option<DataId>) {
-        if let Some(id) = id {
-            if let Err(e) = self.data.remove(id) {
-                // fsck --repair reclaims a data file left behind.
-                tracing::warn!(data = id.0, error = %e, "could not remove data file");
-            }
+    /// Removes a data file no inode refers to any more and gives its blocks back to its volume.
+    pub(crate) fn remove_data(&self, data: Option<DataFile>) {
+        let Some(DataFile { volume, id }) = data else { return };
+        match self.data.open(id).and_then(|f| allocated_total(&f)) {
+            Ok(bytes) => self.charge(volume, -(bytes as i64)),
+            Err(e) => tracing::warn!(data = id.0, error = %e, "could not count the blocks of a data file"),
+        }
+        if let Err(e) = self.data.remove(id) {
+            // fsck --repair reclaims a data file left behind.
+            tracing::warn!(data = id.0, error = %e, "could not remove data file");
         }
     }
 
@@ -651,7 +744,7 @@ impl Core {
         Ok(std::iter::once(src.ino).chain(dst.map(|d| d.ino)).collect())
     }
 
-    pub fn setattr(&self, ino: Ino, set: &SetAttr, file: Option<&File>) -> Result<Attr> {
+    pub fn setattr(&self, ino: Ino, set: &SetAttr, file: Option<&OpenFile>) -> Result<Attr> {
         let _w = self.lock();
         let mut inode = self.inode(ino)?;
         if let Some(mode) = set.mode {
@@ -672,11 +765,16 @@ impl Core {
                 Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
                 _ => return Err(Error::Invalid(format!("cannot truncate inode {}", ino.0))),
             }
-            let id = Self::data_id(&inode, ino)?;
-            match file {
-                Some(f) => f.set_len(size)?,
-                None => self.data.open(id)?.set_len(size)?,
-            }
+            let opened;
+            let file = match file {
+                Some(f) => f,
+                None => {
+                    opened = self.data.open(Self::data_id(&inode, ino)?)?;
+                    &opened
+                }
+            };
+            // Growing leaves a hole, which costs nothing; shrinking frees blocks.
+            self.measured(ino, inode.volume, file, || Ok(file.set_len(size)?))?;
         }
         if set.atime.is_some() || set.mtime.is_some() {
             if inode.kind == Kind::File {
@@ -720,7 +818,7 @@ impl Core {
 
     /// Opens a regular file's data for the daemon's own I/O and counts the opener, so an unlink
     /// keeps the inode until the last release.
-    pub fn open(&self, ino: Ino) -> Result<File> {
+    pub fn open(&self, ino: Ino) -> Result<OpenFile> {
         let _w = self.lock();
         let inode = self.inode(ino)?;
         match inode.kind {
@@ -730,7 +828,7 @@ impl Core {
         }
         let file = self.data.open(Self::data_id(&inode, ino)?)?;
         self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
-        Ok(file)
+        Ok(OpenFile { ino, volume: inode.volume, file })
     }
 
     /// The last release of an unlinked file removes it.
@@ -783,9 +881,89 @@ impl Core {
         self.setattr(ino, &SetAttr { kill_suidgid: true, ..SetAttr::default() }, None).map(drop)
     }
 
-    pub fn write(&self, file: &File, offset: u64, data: &[u8]) -> Result<u32> {
-        file.write_all_at(data, offset)?;
-        Ok(data.len() as u32)
+    /// Writes as much of `data` as the volume has room for: a write that would take the volume
+    /// past its capacity stops at the last block that fits, and one with no room fails ENOSPC.
+    pub fn write(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<u32> {
+        let len = u64::try_from(data.len()).map_err(|_| Error::TooLarge)?;
+        offset.checked_add(len).filter(|end| *end <= i64::MAX as u64).ok_or(Error::TooLarge)?;
+        let written = self.allocating(file, offset, len, Fit::Prefix, |fits| {
+            file.write_all_at(&data[..fits as usize], offset)?;
+            Ok(fits)
+        })?;
+        Ok(written as u32)
+    }
+
+    /// Runs `op` on a range that may allocate blocks, once the volume has promised room for
+    /// them; `op` gets the length that fits (all of it, or with `Fit::Prefix` possibly less)
+    /// and returns the length it covered. The volume is charged what the blocks really became.
+    fn allocating(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        len: u64,
+        fit: Fit,
+        op: impl FnOnce(u64) -> Result<u64>,
+    ) -> Result<u64> {
+        let _io = self.io_lock(file.ino);
+        let range = block_range(offset, len, self.block);
+        let before = allocated_ranges(file, range.0, range.1)?;
+        let before_bytes: u64 = before.iter().map(|(s, e)| e - s).sum();
+        let (fits, promised) = {
+            let mut account = self.space.entry(file.volume).or_default();
+            let (fits, need) = if account.capacity == 0 {
+                (len, 0)
+            } else {
+                let room = account.capacity.saturating_sub(account.used + account.reserved);
+                fitting_prefix(&before, range, offset, len, room, self.block)
+            };
+            if len > 0 && (fits == 0 || (fits < len && fit == Fit::Whole)) {
+                return Err(Error::NoSpace(format!(
+                    "volume {} has {} of its {} capacity free",
+                    file.volume.0,
+                    crate::quantity::HumanBytes(account.capacity.saturating_sub(account.used + account.reserved)),
+                    crate::quantity::HumanBytes(account.capacity)
+                )));
+            }
+            account.reserved += need;
+            (fits, need)
+        };
+        let result = op(fits);
+        let after = allocated(file, range.0, range.1);
+        if let Some(mut account) = self.space.get_mut(&file.volume) {
+            account.reserved -= promised;
+        }
+        let after = after?;
+        self.charge_file(file.ino, file.volume, after as i64 - before_bytes as i64);
+        result
+    }
+
+    /// Runs `op`, which may free or allocate blocks anywhere in `file` but needs no promise of
+    /// room (shrinking, punching holes), and charges the volume the difference.
+    fn measured(&self, ino: Ino, volume: VolumeId, file: &File, op: impl FnOnce() -> Result<()>) -> Result<()> {
+        let _io = self.io_lock(ino);
+        let before = allocated_total(file)?;
+        let result = op();
+        let after = allocated_total(file)?;
+        self.charge_file(ino, volume, after as i64 - before as i64);
+        result
+    }
+
+    fn io_lock(&self, ino: Ino) -> MutexGuard<'_, ()> {
+        self.io_locks[(ino.0 % IO_LOCKS as u64) as usize].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `delta` bytes to a volume's usage.
+    fn charge(&self, volume: VolumeId, delta: i64) {
+        let mut account = self.space.entry(volume).or_default();
+        account.used = account.used.saturating_add_signed(delta);
+    }
+
+    /// Adds what the daemon changed in a file to its volume. A file the kernel also writes
+    /// directly is counted whole when it is closed (or looked at), which includes this change.
+    fn charge_file(&self, ino: Ino, volume: VolumeId, delta: i64) {
+        if !self.direct.contains_key(&ino) {
+            self.charge(volume, delta);
+        }
     }
 
     /// Makes a file's data and all metadata committed so far durable.
@@ -805,13 +983,25 @@ impl Core {
         self.meta.sync()
     }
 
-    pub fn fallocate(&self, file: &File, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let (offset, length) = (to_off(offset)?, to_off(length)?);
-        // SAFETY: plain syscall on an owned descriptor.
-        if unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, length) } != 0 {
-            return Err(std::io::Error::last_os_error().into());
+    /// Preallocation and zeroing need room for the whole range or fail ENOSPC; punching,
+    /// collapsing and inserting ranges only move or free blocks.
+    pub fn fallocate(&self, file: &OpenFile, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let (off, len) = (to_off(offset)?, to_off(length)?);
+        off.checked_add(len).ok_or(Error::TooLarge)?;
+        let call = || {
+            // SAFETY: plain syscall on an owned descriptor.
+            if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            Ok(())
+        };
+        const MOVES_OR_FREES: i32 =
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
+        if mode & MOVES_OR_FREES != 0 || length == 0 {
+            self.measured(file.ino, file.volume, file, call)
+        } else {
+            self.allocating(file, offset, length, Fit::Whole, |_| call().map(|()| length)).map(drop)
         }
-        Ok(())
     }
 
     pub fn lseek(&self, file: &File, offset: i64, whence: i32) -> Result<i64> {
@@ -823,17 +1013,28 @@ impl Core {
         Ok(pos)
     }
 
-    pub fn copy_file_range(&self, src: &File, src_offset: u64, dst: &File, dst_offset: u64, len: u64) -> Result<u64> {
+    /// Copies as much as the destination's volume has room for, like `write`.
+    pub fn copy_file_range(
+        &self,
+        src: &File,
+        src_offset: u64,
+        dst: &OpenFile,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<u64> {
         let mut off_in = to_off(src_offset)?;
         let mut off_out = to_off(dst_offset)?;
-        // SAFETY: both descriptors are owned; the offsets are ours.
-        let n = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, len as usize, 0)
-        };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(n as u64)
+        let len = len.min((i64::MAX as u64).saturating_sub(dst_offset));
+        self.allocating(dst, dst_offset, len, Fit::Prefix, |fits| {
+            // SAFETY: both descriptors are owned; the offsets are ours.
+            let n = unsafe {
+                libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, fits as usize, 0)
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            Ok(n as u64)
+        })
     }
 
     /// Entries of a directory after `offset` (0 = from the start, including `.` and `..`).
@@ -906,15 +1107,17 @@ impl Core {
         self.meta.commit(txn)
     }
 
-    /// Space and inodes of a volume: its capacity when it has one, bounded by what the pool's
-    /// filesystem has free.
+    /// Space and inodes of a volume. Used is the volume's own usage; the size is its capacity,
+    /// or, without one, its usage plus what the pool's filesystem has free. Free space is
+    /// bounded by both.
     pub fn statfs(&self, volume: &Volume) -> Result<StatFs> {
         let pool = statvfs(&self.pool_dir)?;
         let bsize = u64::from(BLOCK_SIZE);
-        let pool_blocks = pool.f_blocks * pool.f_frsize / bsize;
         let pool_free = pool.f_bavail * pool.f_frsize / bsize;
-        let blocks = if volume.capacity > 0 { volume.capacity / bsize } else { pool_blocks };
-        let free = pool_free.min(blocks);
+        let account = self.space_of(volume.id)?;
+        let used = account.used.div_ceil(bsize);
+        let blocks = if account.capacity > 0 { account.capacity / bsize } else { used + pool_free };
+        let free = pool_free.min(blocks.saturating_sub(used));
         let usage: Usage = self.meta.usage(volume.id)?;
         let ffree = pool.f_ffree.max(1 << 20);
         Ok(StatFs {
@@ -926,6 +1129,106 @@ impl Core {
             bsize: BLOCK_SIZE,
             namelen: crate::names::NAME_MAX as u32,
         })
+    }
+
+    /// A volume's space now, counting what the kernel has written directly into files still
+    /// open for it.
+    pub fn space_of(&self, volume: VolumeId) -> Result<Account> {
+        let pending: Vec<(DataId, u64)> =
+            self.direct.iter().filter(|d| d.volume == volume).map(|d| (d.data, d.counted)).collect();
+        let mut account = self.account(volume);
+        for (id, counted) in pending {
+            let now = allocated_total(&self.data.open(id)?)?;
+            account.used = (account.used + now).saturating_sub(counted);
+        }
+        Ok(account)
+    }
+
+    fn account(&self, volume: VolumeId) -> Account {
+        self.space.get(&volume).map(|a| *a).unwrap_or_default()
+    }
+
+    /// Stops accounting for a deleted volume; idempotent.
+    pub(crate) fn forget_account(&self, volume: VolumeId) {
+        self.space.remove(&volume);
+    }
+
+    /// Whether any file of `volume` is open.
+    pub fn has_open_files(&self, volume: VolumeId) -> Result<bool> {
+        let open: Vec<Ino> = self.open_files.iter().map(|e| *e.key()).collect();
+        for ino in open {
+            if self.meta.inode(ino)?.is_some_and(|i| i.volume == volume) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Sets a volume's capacity for every write from now on (starting its account if new).
+    pub(crate) fn set_capacity(&self, volume: VolumeId, capacity: u64) {
+        self.space.entry(volume).or_default().capacity = capacity;
+    }
+
+    /// Whether a volume's writes must go through the daemon, which keeps them within its
+    /// capacity: the kernel writing straight into a data file could not.
+    pub fn limits_writes(&self, volume: VolumeId) -> bool {
+        self.account(volume).capacity > 0
+    }
+
+    /// A handle the kernel will write through directly (passthrough) was opened on `file`.
+    pub fn direct_writes_opened(&self, file: &OpenFile) -> Result<()> {
+        let _io = self.io_lock(file.ino);
+        if let Some(mut d) = self.direct.get_mut(&file.ino) {
+            d.handles += 1;
+            return Ok(());
+        }
+        let data = Self::data_id(&self.inode(file.ino)?, file.ino)?;
+        let counted = allocated_total(file)?;
+        self.direct.insert(file.ino, DirectWrites { volume: file.volume, data, counted, handles: 1 });
+        Ok(())
+    }
+
+    /// A handle from `direct_writes_opened` was closed: what the kernel wrote is counted.
+    pub fn direct_writes_closed(&self, file: &OpenFile) -> Result<()> {
+        let _io = self.io_lock(file.ino);
+        let now = allocated_total(file)?;
+        let Some(mut d) = self.direct.get_mut(&file.ino) else { return Ok(()) };
+        let delta = now as i64 - d.counted as i64;
+        d.counted = now;
+        d.handles -= 1;
+        let last = d.handles == 0;
+        drop(d);
+        if last {
+            self.direct.remove(&file.ino);
+        }
+        self.charge(file.volume, delta);
+        Ok(())
+    }
+
+    /// Counts every volume's usage again from the data files (after an unclean stop, when the
+    /// usage records may be behind) and records it.
+    pub(crate) fn recount_space(&self) -> Result<()> {
+        let mut used: std::collections::HashMap<VolumeId, u64> = std::collections::HashMap::new();
+        for (_, inode) in self.meta.all_inodes()? {
+            if let Some(id) = inode.data {
+                *used.entry(inode.volume).or_default() += allocated_total(&self.data.open(id)?)?;
+            }
+        }
+        for mut account in self.space.iter_mut() {
+            account.used = used.get(account.key()).copied().unwrap_or(0);
+        }
+        self.record_space()
+    }
+
+    /// Writes every volume's usage into its record.
+    pub(crate) fn record_space(&self) -> Result<()> {
+        let mut txn = Txn::default();
+        for volume in self.meta.volumes()? {
+            let mut usage = self.meta.usage(volume.id)?;
+            usage.bytes = self.space_of(volume.id)?.used;
+            txn.put_usage(volume.id, &usage);
+        }
+        self.meta.commit(txn)
     }
 }
 

@@ -34,7 +34,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::{Attr, Caller, NodeSpec, RenameMode, SetAttr, TimeSet, XattrMode};
+use crate::core::{Attr, Caller, NodeSpec, OpenFile, RenameMode, SetAttr, TimeSet, XattrMode};
 use crate::error::Error;
 use crate::meta::{Ino, Kind, Timestamp, Volume};
 use crate::pool::Pool;
@@ -71,7 +71,7 @@ impl Default for MountOptions {
 struct Handle {
     ino: Ino,
     writable: bool,
-    file: File,
+    file: OpenFile,
     backing: Option<Arc<BackingId>>,
 }
 
@@ -274,14 +274,15 @@ impl VolumeFs {
 
     /// The kernel's reference to the data file of `ino` for passthrough I/O: the one every
     /// open of the inode shares, or a new one made from `file`. None when this connection
-    /// cannot pass through (then the daemon serves reads and writes itself).
+    /// cannot pass through, or the volume has a capacity the daemon must hold its writes to
+    /// (then the daemon serves reads and writes itself).
     fn backing(
         &self,
         ino: Ino,
         openbacking: impl FnOnce(&File) -> std::io::Result<BackingId>,
         file: &File,
     ) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) {
+        if !self.passthrough.load(Ordering::Relaxed) || self.core().limits_writes(self.volume.id) {
             return None;
         }
         let _making = self.backing_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,6 +299,15 @@ impl VolumeFs {
                 tracing::warn!(volume = %self.volume.name, error = %e, "passthrough unavailable; serving file I/O in the daemon");
                 self.passthrough.store(false, Ordering::Relaxed);
                 None
+            }
+        }
+    }
+
+    /// Files the kernel writes itself are counted again when closed.
+    fn track_direct_writes(&self, handle: &Handle) {
+        if handle.writable && handle.backing.is_some() {
+            if let Err(e) = self.core().direct_writes_opened(&handle.file) {
+                tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
             }
         }
     }
@@ -515,7 +525,9 @@ impl fuser::Filesystem for VolumeFs {
         match backing {
             Some(id) => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino, writable, file, backing: Some(id.clone()) });
+                let handle = Handle { ino, writable, file, backing: Some(id.clone()) };
+                self.track_direct_writes(&handle);
+                self.handles.insert(fh.0, handle);
                 reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS, &id);
             }
             None => {
@@ -579,6 +591,11 @@ impl fuser::Filesystem for VolumeFs {
             return fail!(reply, "release", Error::BadHandle(fh.0));
         };
         let (ino, writable, passthrough) = (handle.ino, handle.writable, handle.backing.is_some());
+        if writable && passthrough {
+            if let Err(e) = self.core().direct_writes_closed(&handle.file) {
+                tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
+            }
+        }
         drop(handle);
         if passthrough {
             self.dropbacking(ino);
@@ -701,7 +718,9 @@ impl fuser::Filesystem for VolumeFs {
         match self.backing(attr.ino, |f| reply.open_backing(f), &file) {
             Some(id) => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, backing: Some(id.clone()) });
+                let handle = Handle { ino: attr.ino, writable: true, file, backing: Some(id.clone()) };
+                self.track_direct_writes(&handle);
+                self.handles.insert(fh.0, handle);
                 reply.created_passthrough(
                     &self.attr_ttl(&attr),
                     &fattr,

@@ -16,5 +16,6 @@ pub mod names;
 pub mod pool;
 pub mod projected;
 pub mod quantity;
+pub mod space;
 
 pub use error::{Error, Result};

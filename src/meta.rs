@@ -6,17 +6,60 @@
 //! and commit all their changes as one atomic `Txn`. Readers never block and always see whole
 //! transactions.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// A pool-wide inode number. Stable for the life of the inode, across remounts.
+/// A pool-wide inode number: the view it is seen through (a volume, or a snapshot of one) in
+/// the top 24 bits and the inode within that view's records below. A volume and its snapshots
+/// and clones share records, and the kernel still sees a distinct inode in each. Stable for the
+/// life of the inode, across remounts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Ino(pub u64);
+
+impl Ino {
+    const LOCAL_BITS: u32 = 40;
+    /// The largest inode number within a view.
+    pub const LOCAL_MAX: u64 = (1 << Self::LOCAL_BITS) - 1;
+
+    pub const fn new(view: ViewId, local: u64) -> Ino {
+        Ino(((view.0 as u64) << Self::LOCAL_BITS) | (local & Self::LOCAL_MAX))
+    }
+
+    pub const fn view(self) -> ViewId {
+        ViewId((self.0 >> Self::LOCAL_BITS) as u32)
+    }
+
+    pub const fn local(self) -> u64 {
+        self.0 & Self::LOCAL_MAX
+    }
+
+    /// The same inode seen through another view.
+    pub const fn in_view(self, view: ViewId) -> Ino {
+        Ino::new(view, self.local())
+    }
+}
+
+/// A volume's or snapshot's window onto the records: it reads a chain of layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ViewId(pub u32);
+
+impl ViewId {
+    /// The most views a pool can have had (ids are never reused).
+    pub const MAX: u32 = (1 << 24) - 1;
+}
+
+/// A generation of records. A view reads its layers newest first and the first record found
+/// for a key wins (a tombstone hides the key); it writes only into its newest layer. Cutting a
+/// snapshot freezes a volume's layers for the snapshot and gives the volume a new, empty layer
+/// on top, so the two share every record neither changes afterwards.
+pub type LayerId = u64;
 
 /// A volume's identity; names can be reused after a delete, ids never are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -119,12 +162,17 @@ pub struct Volume {
     /// Bytes the volume may hold; 0 means limited only by the pool.
     pub capacity: u64,
     pub created: Timestamp,
+    pub view: ViewId,
+    /// The layers its records live in, newest (the one it writes) first.
+    pub layers: Vec<LayerId>,
 }
 
 /// Per-volume counters, kept exact in the same transactions that change them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub inodes: u64,
+    /// Bytes of data blocks; exact after an orderly close (see `core::Account`).
+    pub bytes: u64,
 }
 
 /// The tables of the engine. Keys are big-endian so scans run in numeric order.
@@ -149,6 +197,11 @@ pub enum Table {
 }
 
 impl Table {
+    /// Tables whose records belong to layers (and so to views) rather than to the pool.
+    fn is_layered(self) -> bool {
+        matches!(self, Table::Inodes | Table::Dirents | Table::Cookies | Table::Xattrs)
+    }
+
     pub const ALL: [Table; 8] = [
         Table::Inodes,
         Table::Dirents,
@@ -259,21 +312,49 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(postcard::from_bytes(bytes)?)
 }
 
-fn ino_key(ino: Ino) -> Vec<u8> {
-    ino.0.to_be_bytes().to_vec()
-}
-
-fn child_key(parent: Ino, name: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + name.len());
-    k.extend_from_slice(&parent.0.to_be_bytes());
-    k.extend_from_slice(name);
+/// A record of a layered table, as a transaction names it: the view it is written through,
+/// then the key within the view (the inode's local number, then the rest). The commit puts it
+/// into the view's newest layer.
+fn view_key(ino: Ino, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + rest.len());
+    k.extend_from_slice(&ino.view().0.to_be_bytes());
+    k.extend_from_slice(&ino.local().to_be_bytes());
+    k.extend_from_slice(rest);
     k
 }
 
-fn cookie_key(parent: Ino, cookie: u64) -> Vec<u8> {
-    let mut k = parent.0.to_be_bytes().to_vec();
-    k.extend_from_slice(&cookie.to_be_bytes());
+/// Where a record of a layered table is stored: its layer, then the key within the view.
+fn layer_key(layer: LayerId, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&layer.to_be_bytes());
+    k.extend_from_slice(key);
     k
+}
+
+/// Values of layered tables start with a tag: a record, or a tombstone hiding older layers'.
+const PRESENT: u8 = 1;
+const TOMBSTONE: u8 = 0;
+
+fn present(value: Vec<u8>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + value.len());
+    v.push(PRESENT);
+    v.extend(value);
+    v
+}
+
+/// The record a stored layered value holds; None for a tombstone.
+fn unwrap_present(mut stored: Vec<u8>) -> Option<Vec<u8>> {
+    match stored.first() {
+        Some(&PRESENT) => {
+            stored.remove(0);
+            Some(stored)
+        }
+        _ => None,
+    }
+}
+
+fn u64_at(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8-byte key part"))
 }
 
 /// Typed access to the tables.
@@ -283,46 +364,61 @@ pub struct Meta {
     /// nothing new to make durable costs nothing.
     committed: AtomicU64,
     synced: AtomicU64,
+    /// Every view's layers, from the volume records; replaced whole when they change.
+    views: RwLock<Arc<HashMap<ViewId, View>>>,
+}
+
+/// What a view reads and where it writes.
+#[derive(Clone, Debug)]
+pub struct View {
+    /// The volume (or snapshot) whose view it is; inodes read through it belong to it.
+    pub volume: VolumeId,
+    /// Newest first; writes go to the first.
+    pub layers: Arc<[LayerId]>,
 }
 
 /// Changes to commit together; built by a writer while it holds the core's write lock.
 #[derive(Default, Debug)]
 pub struct Txn {
     ops: Vec<Op>,
+    /// Whether volumes (and so views) change.
+    views_change: bool,
 }
 
 impl Txn {
     pub fn put_inode(&mut self, ino: Ino, inode: &Inode) {
-        self.ops.push(Op::Put(Table::Inodes, ino_key(ino), encode(inode)));
+        self.ops.push(Op::Put(Table::Inodes, view_key(ino, &[]), present(encode(inode))));
     }
 
     pub fn delete_inode(&mut self, ino: Ino) {
-        self.ops.push(Op::Delete(Table::Inodes, ino_key(ino)));
+        self.ops.push(Op::Delete(Table::Inodes, view_key(ino, &[])));
     }
 
     pub fn put_dirent(&mut self, parent: Ino, name: &[u8], entry: Dirent) {
-        self.ops.push(Op::Put(Table::Dirents, child_key(parent, name), encode(&entry)));
-        self.ops.push(Op::Put(Table::Cookies, cookie_key(parent, entry.cookie), name.to_vec()));
+        self.ops.push(Op::Put(Table::Dirents, view_key(parent, name), present(encode(&entry))));
+        self.ops.push(Op::Put(Table::Cookies, view_key(parent, &entry.cookie.to_be_bytes()), present(name.to_vec())));
     }
 
     pub fn delete_dirent(&mut self, parent: Ino, name: &[u8], entry: Dirent) {
-        self.ops.push(Op::Delete(Table::Dirents, child_key(parent, name)));
-        self.ops.push(Op::Delete(Table::Cookies, cookie_key(parent, entry.cookie)));
+        self.ops.push(Op::Delete(Table::Dirents, view_key(parent, name)));
+        self.ops.push(Op::Delete(Table::Cookies, view_key(parent, &entry.cookie.to_be_bytes())));
     }
 
     pub fn put_xattr(&mut self, ino: Ino, name: &[u8], value: &[u8]) {
-        self.ops.push(Op::Put(Table::Xattrs, child_key(ino, name), value.to_vec()));
+        self.ops.push(Op::Put(Table::Xattrs, view_key(ino, name), present(value.to_vec())));
     }
 
     pub fn delete_xattr(&mut self, ino: Ino, name: &[u8]) {
-        self.ops.push(Op::Delete(Table::Xattrs, child_key(ino, name)));
+        self.ops.push(Op::Delete(Table::Xattrs, view_key(ino, name)));
     }
 
     pub fn put_volume(&mut self, volume: &Volume) {
+        self.views_change = true;
         self.ops.push(Op::Put(Table::Volumes, volume.name.as_bytes().to_vec(), encode(volume)));
     }
 
     pub fn delete_volume(&mut self, volume: &Volume) {
+        self.views_change = true;
         self.ops.push(Op::Delete(Table::Volumes, volume.name.as_bytes().to_vec()));
         self.ops.push(Op::Delete(Table::Usage, volume.id.0.to_be_bytes().to_vec()));
     }
@@ -332,11 +428,11 @@ impl Txn {
     }
 
     pub fn put_orphan(&mut self, ino: Ino) {
-        self.ops.push(Op::Put(Table::Orphans, ino_key(ino), Vec::new()));
+        self.ops.push(Op::Put(Table::Orphans, ino.0.to_be_bytes().to_vec(), Vec::new()));
     }
 
     pub fn delete_orphan(&mut self, ino: Ino) {
-        self.ops.push(Op::Delete(Table::Orphans, ino_key(ino)));
+        self.ops.push(Op::Delete(Table::Orphans, ino.0.to_be_bytes().to_vec()));
     }
 
     pub fn put_counter(&mut self, name: &str, value: u64) {
@@ -348,21 +444,79 @@ impl Txn {
 const SCAN_BATCH: usize = 1024;
 
 impl Meta {
-    pub fn new(store: Box<dyn KvStore>) -> Self {
-        Meta { store, committed: AtomicU64::new(0), synced: AtomicU64::new(0) }
+    pub fn new(store: Box<dyn KvStore>) -> Result<Self> {
+        let meta = Meta { store, committed: AtomicU64::new(0), synced: AtomicU64::new(0), views: RwLock::default() };
+        meta.load_views()?;
+        Ok(meta)
     }
 
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Meta::new(Box::new(FjallStore::open(dir)?)))
+        Meta::new(Box::new(FjallStore::open(dir)?))
+    }
+
+    fn load_views(&self) -> Result<()> {
+        let views =
+            self.volumes()?.into_iter().map(|v| (v.view, View { volume: v.id, layers: v.layers.into() })).collect();
+        *self.views.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(views);
+        Ok(())
+    }
+
+    pub fn view(&self, view: ViewId) -> Result<View> {
+        self.views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&view)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("view {} (its volume was deleted)", view.0)))
+    }
+
+    /// Every view and its layers.
+    pub fn views(&self) -> Arc<HashMap<ViewId, View>> {
+        self.views.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn commit(&self, txn: Txn) -> Result<()> {
         if txn.ops.is_empty() {
             return Ok(());
         }
-        self.store.commit(txn.ops)?;
+        let mut views = self.views();
+        if txn.views_change {
+            // Records may be written through a view this transaction creates.
+            let mut with_new = (*views).clone();
+            for op in &txn.ops {
+                if let Op::Put(Table::Volumes, _, v) = op {
+                    let v: Volume = decode(v)?;
+                    with_new.insert(v.view, View { volume: v.id, layers: v.layers.into() });
+                }
+            }
+            views = Arc::new(with_new);
+        }
+        let mut ops = Vec::with_capacity(txn.ops.len());
+        for op in txn.ops {
+            ops.push(match op {
+                Op::Put(t, k, v) if t.is_layered() => Op::Put(t, Self::stored_key(&views, &k)?.0, v),
+                Op::Delete(t, k) if t.is_layered() => match Self::stored_key(&views, &k)? {
+                    // Older layers may hold the key: hide it there.
+                    (key, true) => Op::Put(t, key, vec![TOMBSTONE]),
+                    (key, false) => Op::Delete(t, key),
+                },
+                other => other,
+            });
+        }
+        self.store.commit(ops)?;
         self.committed.fetch_add(1, Ordering::SeqCst);
+        if txn.views_change {
+            self.load_views()?;
+        }
         Ok(())
+    }
+
+    /// Where a transaction's record of a layered table goes (its view's newest layer), and
+    /// whether the view has older layers.
+    fn stored_key(views: &HashMap<ViewId, View>, view_key: &[u8]) -> Result<(Vec<u8>, bool)> {
+        let view = ViewId(u32::from_be_bytes(view_key[..4].try_into().expect("4-byte view")));
+        let v = views.get(&view).ok_or_else(|| Error::NotFound(format!("view {}", view.0)))?;
+        Ok((layer_key(v.layers[0], &view_key[4..]), v.layers.len() > 1))
     }
 
     /// Makes every transaction committed so far durable against power loss.
@@ -376,20 +530,84 @@ impl Meta {
         Ok(())
     }
 
+    /// The record for `rest` of inode `ino` in a layered table, as `ino`'s view sees it.
+    fn get_layered(&self, table: Table, ino: Ino, rest: &[u8]) -> Result<Option<Vec<u8>>> {
+        let view = self.view(ino.view())?;
+        let key = view_key(ino, rest);
+        for &layer in view.layers.iter() {
+            if let Some(stored) = self.store.get(table, &layer_key(layer, &key[4..]))? {
+                return Ok(unwrap_present(stored));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The records of inode `ino` in a layered table whose rest of key is at least `from`, in
+    /// key order, as `ino`'s view sees them: at least one if any exist, at most about `limit`.
+    fn scan_layered(&self, table: Table, ino: Ino, from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let view = self.view(ino.view())?;
+        let inode_key = ino.local().to_be_bytes();
+        let mut from = from.to_vec();
+        loop {
+            // The newest layer's record of a key wins; a layer that filled its batch may hold
+            // more records, so only keys up to its last are settled.
+            let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = Default::default();
+            let mut settled_to: Option<Vec<u8>> = None;
+            for &layer in view.layers.iter() {
+                let prefix = layer_key(layer, &inode_key);
+                let mut start = prefix.clone();
+                start.extend_from_slice(&from);
+                let batch = self.store.scan(table, &prefix, &start, limit)?;
+                if batch.len() == limit {
+                    let last = batch[batch.len() - 1].0[prefix.len()..].to_vec();
+                    if settled_to.as_ref().is_none_or(|s| last < *s) {
+                        settled_to = Some(last);
+                    }
+                }
+                for (k, v) in batch {
+                    merged.entry(k[prefix.len()..].to_vec()).or_insert_with(|| unwrap_present(v));
+                }
+            }
+            let out: Vec<(Vec<u8>, Vec<u8>)> = merged
+                .into_iter()
+                .take_while(|(k, _)| settled_to.as_ref().is_none_or(|s| k <= s))
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+            match settled_to {
+                // Everything up to the settled key was hidden: look further.
+                Some(mut last) if out.is_empty() => {
+                    last.push(0);
+                    from = last;
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
-        self.store.get(Table::Inodes, &ino_key(ino))?.map(|v| decode(&v)).transpose()
+        let Some(value) = self.get_layered(Table::Inodes, ino, &[])? else { return Ok(None) };
+        Ok(Some(self.seen_through(ino, decode(&value)?)?))
+    }
+
+    /// An inode record as the view of `ino` sees it: its volume and parent are the view's.
+    fn seen_through(&self, ino: Ino, mut inode: Inode) -> Result<Inode> {
+        inode.volume = self.view(ino.view())?.volume;
+        inode.parent = inode.parent.in_view(ino.view());
+        Ok(inode)
     }
 
     pub fn dirent(&self, parent: Ino, name: &[u8]) -> Result<Option<Dirent>> {
-        self.store.get(Table::Dirents, &child_key(parent, name))?.map(|v| decode(&v)).transpose()
+        let Some(value) = self.get_layered(Table::Dirents, parent, name)? else { return Ok(None) };
+        let mut entry: Dirent = decode(&value)?;
+        entry.ino = entry.ino.in_view(parent.view());
+        Ok(Some(entry))
     }
 
     /// Entries of `dir` whose cookie is greater than `after`, in cookie order, at most `limit`.
     pub fn entries_after(&self, dir: Ino, after: u64, limit: usize) -> Result<Vec<(Vec<u8>, Dirent)>> {
-        let prefix = dir.0.to_be_bytes();
-        let from = cookie_key(dir, after.saturating_add(1));
+        let from = after.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
-        for (_, name) in self.store.scan(Table::Cookies, &prefix, &from, limit)? {
+        for (_, name) in self.scan_layered(Table::Cookies, dir, &from, limit)?.into_iter().take(limit) {
             let entry = self
                 .dirent(dir, &name)?
                 .ok_or_else(|| Error::Corrupt(format!("cookie without entry in directory {}", dir.0)))?;
@@ -413,24 +631,20 @@ impl Meta {
     }
 
     pub fn xattr(&self, ino: Ino, name: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.store.get(Table::Xattrs, &child_key(ino, name))
+        self.get_layered(Table::Xattrs, ino, name)
     }
 
     pub fn xattr_names(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
-        let prefix = ino_key(ino);
         let mut names: Vec<Vec<u8>> = Vec::new();
         loop {
-            let from = names.last().map_or_else(
-                || prefix.clone(),
-                |n| {
-                    let mut k = child_key(ino, n);
-                    k.push(0);
-                    k
-                },
-            );
-            let batch = self.store.scan(Table::Xattrs, &prefix, &from, SCAN_BATCH)?;
+            let from = names.last().map_or_else(Vec::new, |n| {
+                let mut k = n.clone();
+                k.push(0);
+                k
+            });
+            let batch = self.scan_layered(Table::Xattrs, ino, &from, SCAN_BATCH)?;
             let done = batch.len() < SCAN_BATCH;
-            names.extend(batch.into_iter().map(|(k, _)| k[8..].to_vec()));
+            names.extend(batch.into_iter().map(|(name, _)| name));
             if done {
                 return Ok(names);
             }
@@ -450,21 +664,27 @@ impl Meta {
     }
 
     pub fn orphans(&self) -> Result<Vec<Ino>> {
-        Ok(self
-            .store
-            .scan(Table::Orphans, &[], &[], usize::MAX)?
-            .iter()
-            .map(|(k, _)| Ino(u64::from_be_bytes(k[..8].try_into().expect("8-byte key"))))
-            .collect())
+        Ok(self.store.scan(Table::Orphans, &[], &[], usize::MAX)?.iter().map(|(k, _)| Ino(u64_at(k))).collect())
     }
 
-    /// Every inode, for fsck.
+    /// Every inode every view sees, for fsck and recovery.
     pub fn all_inodes(&self) -> Result<Vec<(Ino, Inode)>> {
-        self.store
-            .scan(Table::Inodes, &[], &[], usize::MAX)?
-            .iter()
-            .map(|(k, v)| Ok((Ino(u64::from_be_bytes(k[..8].try_into().expect("8-byte key"))), decode(v)?)))
-            .collect()
+        let mut out = Vec::new();
+        for (&view, v) in self.views().iter() {
+            let mut seen: std::collections::BTreeMap<u64, Option<Vec<u8>>> = Default::default();
+            for &layer in v.layers.iter() {
+                for (k, value) in self.store.scan(Table::Inodes, &layer.to_be_bytes(), &[], usize::MAX)? {
+                    seen.entry(u64_at(&k[8..])).or_insert_with(|| unwrap_present(value));
+                }
+            }
+            for (local, value) in seen {
+                if let Some(value) = value {
+                    let ino = Ino::new(view, local);
+                    out.push((ino, self.seen_through(ino, decode(&value)?)?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn counter(&self, name: &str) -> Result<u64> {
@@ -491,28 +711,105 @@ mod tests {
         }
     }
 
+    fn volume(name: &str, view: u32, layers: Vec<LayerId>) -> Volume {
+        Volume {
+            id: VolumeId(u64::from(view)),
+            name: name.into(),
+            root: Ino::new(ViewId(view), 1),
+            capacity: 0,
+            created: Timestamp::now(),
+            view: ViewId(view),
+            layers,
+        }
+    }
+
+    fn commit(meta: &Meta, build: impl FnOnce(&mut Txn)) {
+        let mut txn = Txn::default();
+        build(&mut txn);
+        meta.commit(txn).unwrap();
+    }
+
+    /// Every name of `dir`, read in pages of `page` entries.
+    fn names_paged(meta: &Meta, dir: Ino, page: usize) -> Vec<String> {
+        let mut out: Vec<(Vec<u8>, Dirent)> = Vec::new();
+        loop {
+            let after = out.last().map_or(2, |(_, e)| e.cookie);
+            let batch = meta.entries_after(dir, after, page).unwrap();
+            if batch.is_empty() {
+                return out.into_iter().map(|(n, _)| String::from_utf8(n).unwrap()).collect();
+            }
+            out.extend(batch);
+        }
+    }
+
     #[test]
     fn readdir_order_survives_removals_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let parent = Ino(7);
+        let parent = Ino::new(ViewId(1), 7);
         {
             let meta = Meta::open(dir.path()).unwrap();
-            let mut txn = Txn::default();
-            for (i, name) in ["b", "a", "c"].iter().enumerate() {
-                let entry = Dirent { ino: Ino(100 + i as u64), kind: Kind::File, cookie: 3 + i as u64 };
-                txn.put_dirent(parent, name.as_bytes(), entry);
-            }
-            meta.commit(txn).unwrap();
-            let mut txn = Txn::default();
-            txn.delete_dirent(parent, b"a", meta.dirent(parent, b"a").unwrap().unwrap());
-            meta.commit(txn).unwrap();
+            commit(&meta, |t| t.put_volume(&volume("v", 1, vec![50])));
+            commit(&meta, |t| {
+                for (i, name) in ["b", "a", "c"].iter().enumerate() {
+                    let entry =
+                        Dirent { ino: Ino::new(ViewId(1), 100 + i as u64), kind: Kind::File, cookie: 3 + i as u64 };
+                    t.put_dirent(parent, name.as_bytes(), entry);
+                }
+            });
+            let a = meta.dirent(parent, b"a").unwrap().unwrap();
+            commit(&meta, |t| t.delete_dirent(parent, b"a", a));
             meta.sync().unwrap();
         }
         let meta = Meta::open(dir.path()).unwrap();
-        let names: Vec<_> = meta.all_entries(parent).unwrap().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(names_paged(&meta, parent, 1024), ["b", "c"]);
         let after_b = meta.entries_after(parent, 3, 10).unwrap();
         assert_eq!(after_b.len(), 1);
         assert_eq!(after_b[0].0, b"c");
+    }
+
+    #[test]
+    fn a_view_reads_its_layers_newest_first_and_tombstones_hide_older_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let meta = Meta::open(tmp.path()).unwrap();
+        let (vol, snap) = (ViewId(1), ViewId(2));
+        let dir = Ino::new(vol, 7);
+        let name = |i: u64| format!("n{i:02}");
+        commit(&meta, |t| t.put_volume(&volume("v", 1, vec![10])));
+        commit(&meta, |t| {
+            for i in 0..26 {
+                t.put_dirent(
+                    dir,
+                    name(i).as_bytes(),
+                    Dirent { ino: Ino::new(vol, 100 + i), kind: Kind::File, cookie: 3 + i },
+                );
+            }
+            t.put_xattr(dir, b"user.k", b"old");
+        });
+        // Freeze layer 10 for a snapshot; the volume goes on in layer 20.
+        commit(&meta, |t| {
+            t.put_volume(&volume("v@s", 2, vec![10]));
+            t.put_volume(&volume("v", 1, vec![20, 10]));
+        });
+        commit(&meta, |t| {
+            for i in (0..26).step_by(2) {
+                let e = meta.dirent(dir, name(i).as_bytes()).unwrap().unwrap();
+                t.delete_dirent(dir, name(i).as_bytes(), e);
+            }
+            t.put_dirent(dir, b"new", Dirent { ino: Ino::new(vol, 200), kind: Kind::File, cookie: 29 });
+            t.put_xattr(dir, b"user.k", b"new");
+            t.put_xattr(dir, b"user.only-new", b"x");
+        });
+        let odd: Vec<String> = (1..26).step_by(2).map(name).chain(["new".to_string()]).collect();
+        let all: Vec<String> = (0..26).map(name).collect();
+        for page in [1, 2, 3, 1024] {
+            assert_eq!(names_paged(&meta, dir, page), odd, "volume, pages of {page}");
+            assert_eq!(names_paged(&meta, dir.in_view(snap), page), all, "snapshot, pages of {page}");
+        }
+        assert_eq!(meta.dirent(dir.in_view(snap), b"n03").unwrap().unwrap().ino, Ino::new(snap, 103));
+        assert!(meta.dirent(dir.in_view(snap), b"new").unwrap().is_none());
+        assert_eq!(meta.xattr(dir, b"user.k").unwrap().unwrap(), b"new");
+        assert_eq!(meta.xattr(dir.in_view(snap), b"user.k").unwrap().unwrap(), b"old");
+        assert_eq!(meta.xattr_names(dir).unwrap(), [b"user.k".to_vec(), b"user.only-new".to_vec()]);
+        assert_eq!(meta.xattr_names(dir.in_view(snap)).unwrap(), [b"user.k".to_vec()]);
     }
 }

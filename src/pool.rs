@@ -9,19 +9,18 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::core::Core;
+use crate::core::{Core, DataFile};
 use crate::data::DataStore;
 use crate::error::{Error, Result};
 use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, Volume, VolumeId};
 use crate::names::VolumeName;
 
 const FORMAT_FILE: &str = "volfs-pool";
-const FORMAT: &str = "volfs pool format 1\n";
+const FORMAT: &str = "volfs pool format 2\n";
 const CLEAN_MARK: &str = "clean";
 
 /// Whether opening may create a pool that does not exist yet.
@@ -48,19 +47,25 @@ pub struct Pool {
     dir: PathBuf,
     core: Core,
     lock: File,
+    /// Whether the pool is known consistent (recovered, or closed cleanly before), so that
+    /// closing it may mark it clean. An unrecovered pool after an unclean stop stays unclean.
+    consistent: bool,
 }
 
 impl Pool {
     /// Opens the pool at `dir`, taking its lock. After an unclean stop, reclaims what
     /// interrupted operations left behind (the pool is consistent either way).
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Pool> {
-        let pool = Pool::open_unrecovered(dir, mode)?;
+        let mut pool = Pool::open_unrecovered(dir, mode)?;
         let was_clean = fs::remove_file(pool.dir.join(CLEAN_MARK)).is_ok();
         let _w = pool.core.lock();
         // Nothing is open right after a start, so every orphan inode can go.
         let orphans = pool.core.meta().orphans()?;
         let data = if was_clean { Vec::new() } else { pool.unreferenced_data()? };
         pool.reclaim(&data, &orphans)?;
+        if !was_clean {
+            pool.core.recount_space()?;
+        }
         if !orphans.is_empty() || !data.is_empty() {
             tracing::info!(
                 pool = %pool.dir.display(),
@@ -70,6 +75,7 @@ impl Pool {
             );
         }
         drop(_w);
+        pool.consistent = true;
         Ok(pool)
     }
 
@@ -80,7 +86,14 @@ impl Pool {
         let meta = Meta::open(&dir.join("meta"))?;
         let data = DataStore::at(&dir.join("data"))?;
         let core = Core::new(dir, meta, data)?;
-        Ok(Pool { dir: dir.to_path_buf(), core, lock })
+        let consistent = dir.join(CLEAN_MARK).exists();
+        Ok(Pool { dir: dir.to_path_buf(), core, lock, consistent })
+    }
+
+    /// Whether the pool was closed in order last time (and has not been opened for serving
+    /// since): its usage records are then exact.
+    pub fn closed_cleanly(&self) -> bool {
+        self.dir.join(CLEAN_MARK).exists()
     }
 
     pub fn dir(&self) -> &Path {
@@ -96,7 +109,7 @@ impl Pool {
     pub(crate) fn reclaim(&self, data: &[DataId], orphans: &[Ino]) -> Result<()> {
         let meta = self.core.meta();
         let mut txn = Txn::default();
-        let mut freed: Vec<DataId> = data.to_vec();
+        let mut freed: Vec<DataFile> = Vec::new();
         let mut usage: HashMap<VolumeId, Usage> = HashMap::new();
         for &ino in orphans {
             txn.delete_orphan(ino);
@@ -113,13 +126,16 @@ impl Pool {
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(meta.usage(inode.volume)?),
             };
             u.inodes = u.inodes.saturating_sub(1);
-            freed.extend(inode.data);
+            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, id }));
         }
         for (volume, u) in &usage {
             txn.put_usage(*volume, u);
         }
         meta.commit(txn)?;
-        for id in freed {
+        for file in freed {
+            self.core.remove_data(Some(file));
+        }
+        for &id in data {
             self.core.data().remove(id)?;
         }
         meta.sync()
@@ -140,7 +156,9 @@ impl Pool {
         }
         let mut txn = Txn::default();
         let id = VolumeId(core.alloc_id(&mut txn));
-        let root = Ino(core.alloc_id(&mut txn));
+        let view = core.alloc_view(&mut txn)?;
+        let layer = core.alloc_id(&mut txn);
+        let root = Ino::new(view, core.alloc_id(&mut txn));
         let now = Timestamp::now();
         let inode = Inode {
             volume: id,
@@ -160,11 +178,12 @@ impl Pool {
             next_cookie: 3,
             entries: 0,
         };
-        let volume = Volume { id, name: name.to_string(), root, capacity, created: now };
-        txn.put_inode(root, &inode);
+        let volume = Volume { id, name: name.to_string(), root, capacity, created: now, view, layers: vec![layer] };
         txn.put_volume(&volume);
-        txn.put_usage(id, &Usage { inodes: 1 });
+        txn.put_inode(root, &inode);
+        txn.put_usage(id, &Usage { inodes: 1, bytes: 0 });
         core.meta().commit(txn)?;
+        core.set_capacity(id, capacity);
         Ok(volume)
     }
 
@@ -174,17 +193,11 @@ impl Pool {
 
     pub fn volume_info(&self, volume: &Volume) -> Result<VolumeInfo> {
         let usage = self.core.meta().usage(volume.id)?;
-        let mut used_bytes = 0;
-        self.walk(volume.root, |_, _, _, inode| {
-            if let Some(id) = inode.data {
-                used_bytes += self.core.data().stat(id).map(|m| m.blocks() * 512).unwrap_or(0);
-            }
-        })?;
         Ok(VolumeInfo {
             name: volume.name.clone(),
             id: volume.id.0,
             capacity: volume.capacity,
-            used_bytes,
+            used_bytes: self.core.space_of(volume.id)?.used,
             inodes: usage.inodes,
             created_unix: volume.created.secs,
         })
@@ -226,6 +239,7 @@ impl Pool {
         let mut txn = Txn::default();
         txn.put_volume(&volume);
         self.core.meta().commit(txn)?;
+        self.core.set_capacity(volume.id, capacity);
         Ok(volume)
     }
 
@@ -265,6 +279,7 @@ impl Pool {
         }
         txn.delete_volume(&volume);
         self.core.meta().commit(txn)?;
+        self.core.forget_account(volume.id);
         for id in data {
             self.core.data().remove(id)?;
         }
@@ -285,7 +300,9 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // An orderly close: everything durable, and the next open may skip the data scan.
-        match self.core.sync_metadata() {
+        let recorded = if self.consistent { self.core.record_space() } else { Ok(()) };
+        match recorded.and_then(|()| self.core.sync_metadata()) {
+            Ok(()) if !self.consistent => {}
             Ok(()) => {
                 if let Err(e) = File::create(self.dir.join(CLEAN_MARK)).and_then(|f| f.sync_all()) {
                     tracing::warn!(error = %e, "could not mark the pool clean");

@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -20,7 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
 
-use volfs::core::{Caller, Core, NodeSpec, RenameMode, SetAttr, XattrMode};
+use volfs::core::{Caller, Core, NodeSpec, OpenFile, RenameMode, SetAttr, XattrMode};
 use volfs::fsck;
 use volfs::meta::{Ino, Kind, Volume};
 use volfs::names::VolumeName;
@@ -723,7 +722,7 @@ const CASES_PER_POOL: u32 = 16;
 /// before its directory goes.
 struct Sut {
     pool: Option<Pool>,
-    handles: Vec<(Ino, File)>,
+    handles: Vec<(Ino, OpenFile)>,
     vol: Volume,
     dir: PathBuf,
     tmp: Option<tempfile::TempDir>,
