@@ -12,9 +12,28 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Ping,
+    /// A new volume: empty, a clone of a volume, or a restore of a snapshot. Without a
+    /// capacity, a clone or restore takes its source's, a new volume has none.
     CreateVolume {
         name: String,
-        capacity: u64,
+        #[serde(default)]
+        capacity: Option<u64>,
+        #[serde(default)]
+        from: Option<VolumeSource>,
+    },
+    /// Cut snapshot `volume@name`.
+    CreateSnapshot {
+        volume: String,
+        name: String,
+    },
+    /// Every snapshot, or those of one volume.
+    ListSnapshots {
+        #[serde(default)]
+        volume: Option<String>,
+    },
+    /// Delete snapshot `VOLUME@SNAP`.
+    DeleteSnapshot {
+        name: String,
     },
     ListVolumes,
     InspectVolume {
@@ -59,6 +78,16 @@ pub enum Request {
         repair: bool,
     },
     Shutdown,
+}
+
+/// What a new volume starts from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VolumeSource {
+    /// Clone this volume as it is now.
+    Volume(String),
+    /// Restore this snapshot (`VOLUME@SNAP`).
+    Snapshot(String),
 }
 
 /// The text of a projection SPEC. It may hold secrets, so `Debug` shows only its size.

@@ -6,23 +6,28 @@
 //! no lock. Regular files keep their bytes, size, atime and mtime in their data file, which the
 //! kernel may write directly.
 
-use std::fs::File;
-use std::ops::Deref;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
 
 use crate::data::DataStore;
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, ViewId, Volume, VolumeId};
+use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, ViewId, VolumeId};
 use crate::names::check_component;
-use crate::space::{allocated, allocated_ranges, allocated_total, block_range, fitting_prefix};
+use crate::space::allocated_total;
+
+mod accounting;
+mod io;
+
+pub use accounting::Account;
+use accounting::DirectWrites;
+pub use io::OpenFile;
+use io::IO_LOCKS;
 
 /// Most hard links one inode may have, as on ext4.
 pub const LINK_MAX: u32 = 65_000;
@@ -151,63 +156,14 @@ pub enum XattrMode {
 
 const READDIR_BATCH: usize = 256;
 
-/// A regular file opened through the core: its data file and whose it is, so that what the
-/// daemon writes is charged to the right volume.
-#[derive(Debug)]
-pub struct OpenFile {
-    pub ino: Ino,
-    pub volume: VolumeId,
-    file: File,
-}
-
-impl Deref for OpenFile {
-    type Target = File;
-
-    fn deref(&self) -> &File {
-        &self.file
-    }
-}
-
-/// The space of one volume. `used` is exact in memory at all times; the usage records hold it
-/// after an orderly close and are recounted from the data files after an unclean stop.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Account {
-    /// Bytes the volume may hold; 0 means bounded only by the pool's free space.
-    pub capacity: u64,
-    /// Bytes of data blocks its files hold, as last counted.
-    pub used: u64,
-    /// Bytes promised to writes in flight.
-    reserved: u64,
-}
-
-/// A file the kernel writes straight into (passthrough): the daemon sees none of those
-/// writes, so its blocks are counted again when it is closed, and on demand.
-#[derive(Clone, Copy, Debug)]
-struct DirectWrites {
-    volume: VolumeId,
-    data: DataId,
-    /// Bytes of blocks the file held when `used` last counted it.
-    counted: u64,
-    handles: u32,
-}
-
 /// A data file and the volume whose space it takes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DataFile {
     pub volume: VolumeId,
     pub id: DataId,
+    /// A snapshot or clone still reads it.
+    pub shared: bool,
 }
-
-/// Whether an allocating operation may do part of its range when the volume lacks room for
-/// all of it (a write may come back short; fallocate may not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fit {
-    Prefix,
-    Whole,
-}
-
-/// How many locks serialise allocation accounting per file (an inode picks one by number).
-const IO_LOCKS: usize = 64;
 
 /// The filesystem core over one pool's metadata and data.
 pub struct Core {
@@ -224,6 +180,9 @@ pub struct Core {
     io_locks: Vec<Mutex<()>>,
     /// The pool filesystem's block size: the unit of allocation.
     block: u64,
+    /// Changes to file data hold it shared; cutting a snapshot or clone holds it alone, so a
+    /// change is wholly before or wholly after the cut.
+    cut: RwLock<()>,
 }
 
 const NEXT_ID: &str = "next_id";
@@ -250,6 +209,7 @@ impl Core {
             direct: DashMap::new(),
             io_locks: (0..IO_LOCKS).map(|_| Mutex::new(())).collect(),
             block,
+            cut: RwLock::new(()),
         })
     }
 
@@ -265,6 +225,17 @@ impl Core {
     /// which leaves the store as it was, so the lock stays usable.
     pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held while file data changes, or while the kernel is handed a data file to change.
+    pub fn changing_data(&self) -> RwLockReadGuard<'_, ()> {
+        self.cut.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held while a snapshot or clone is cut: no file data changes meanwhile. Taken before
+    /// the write lock.
+    pub(crate) fn cutting(&self) -> RwLockWriteGuard<'_, ()> {
+        self.cut.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A fresh id for an inode, data file or volume; recorded in `txn`.
@@ -402,6 +373,7 @@ impl Core {
             crtime: now,
             parent: if kind == Kind::Dir { parent } else { Ino(0) },
             data: None,
+            data_layer: 0,
             target: Vec::new(),
             next_cookie: 3,
             entries: 0,
@@ -410,8 +382,10 @@ impl Core {
         match spec {
             NodeSpec::File => {
                 let id = DataId(self.alloc_id(&mut txn));
-                file = Some(OpenFile { ino, volume: dir.volume, file: self.data.create(id)? });
+                let head = self.meta.view(parent.view())?.head();
+                file = Some(OpenFile::new(ino, dir.volume, id, head, self.data.create(id)?));
                 inode.data = Some(id);
+                inode.data_layer = head;
             }
             NodeSpec::Symlink(target) => inode.target = target,
             NodeSpec::Special(_, rdev) => inode.rdev = rdev,
@@ -554,15 +528,20 @@ impl Core {
             txn.delete_xattr(ino, &name);
         }
         self.change_usage(txn, inode.volume, -1)?;
-        Ok(inode.data.map(|id| DataFile { volume: inode.volume, id }))
+        let owned = inode.data_layer == self.meta.view(ino.view())?.head();
+        Ok(inode.data.map(|id| DataFile { volume: inode.volume, id, shared: !owned }))
     }
 
-    /// Removes a data file no inode refers to any more and gives its blocks back to its volume.
+    /// A volume lets go of a data file: its blocks leave the volume's usage, and the file goes
+    /// unless a snapshot or clone still shares it.
     pub(crate) fn remove_data(&self, data: Option<DataFile>) {
-        let Some(DataFile { volume, id }) = data else { return };
+        let Some(DataFile { volume, id, shared }) = data else { return };
         match self.data.open(id).and_then(|f| allocated_total(&f)) {
             Ok(bytes) => self.charge(volume, -(bytes as i64)),
             Err(e) => tracing::warn!(data = id.0, error = %e, "could not count the blocks of a data file"),
+        }
+        if shared {
+            return;
         }
         if let Err(e) = self.data.remove(id) {
             // fsck --repair reclaims a data file left behind.
@@ -745,6 +724,16 @@ impl Core {
     }
 
     pub fn setattr(&self, ino: Ino, set: &SetAttr, file: Option<&OpenFile>) -> Result<Attr> {
+        let sets_times = set.atime.is_some() || set.mtime.is_some();
+        if set.size.is_some() || sets_times {
+            match self.inode(ino)?.kind {
+                // A regular file keeps its size and times in its data file.
+                Kind::File => self.change_data(ino, set, file)?,
+                _ if set.size.is_none() => {}
+                Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
+                _ => return Err(Error::Invalid(format!("cannot truncate inode {}", ino.0))),
+            }
+        }
         let _w = self.lock();
         let mut inode = self.inode(ino)?;
         if let Some(mode) = set.mode {
@@ -759,37 +748,16 @@ impl Core {
         if let Some(gid) = set.gid {
             inode.gid = gid;
         }
-        if let Some(size) = set.size {
-            match inode.kind {
-                Kind::File => {}
-                Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
-                _ => return Err(Error::Invalid(format!("cannot truncate inode {}", ino.0))),
-            }
-            let opened;
-            let file = match file {
-                Some(f) => f,
-                None => {
-                    opened = self.data.open(Self::data_id(&inode, ino)?)?;
-                    &opened
-                }
+        if sets_times && inode.kind != Kind::File {
+            let resolve = |t: TimeSet| match t {
+                TimeSet::Now => Timestamp::now(),
+                TimeSet::At(t) => t,
             };
-            // Growing leaves a hole, which costs nothing; shrinking frees blocks.
-            self.measured(ino, inode.volume, file, || Ok(file.set_len(size)?))?;
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            if inode.kind == Kind::File {
-                self.set_data_times(Self::data_id(&inode, ino)?, set.atime, set.mtime)?;
-            } else {
-                let resolve = |t: TimeSet| match t {
-                    TimeSet::Now => Timestamp::now(),
-                    TimeSet::At(t) => t,
-                };
-                if let Some(t) = set.atime {
-                    inode.atime = resolve(t);
-                }
-                if let Some(t) = set.mtime {
-                    inode.mtime = resolve(t);
-                }
+            if let Some(t) = set.atime {
+                inode.atime = resolve(t);
+            }
+            if let Some(t) = set.mtime {
+                inode.mtime = resolve(t);
             }
         }
         inode.ctime = Timestamp::now();
@@ -797,244 +765,6 @@ impl Core {
         txn.put_inode(ino, &inode);
         self.meta.commit(txn)?;
         self.attr_of(ino, &inode)
-    }
-
-    fn set_data_times(&self, id: DataId, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Result<()> {
-        let spec = |t: Option<TimeSet>| match t {
-            None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-            Some(TimeSet::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-            Some(TimeSet::At(t)) => libc::timespec { tv_sec: t.secs, tv_nsec: t.nanos.into() },
-        };
-        let times = [spec(atime), spec(mtime)];
-        let path = std::ffi::CString::new(self.data.path(id).as_os_str().as_bytes())
-            .map_err(|_| Error::Corrupt("data path holds NUL".into()))?;
-        // SAFETY: path is a valid C string and times points to two timespecs.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(())
-    }
-
-    /// Opens a regular file's data for the daemon's own I/O and counts the opener, so an unlink
-    /// keeps the inode until the last release.
-    pub fn open(&self, ino: Ino) -> Result<OpenFile> {
-        let _w = self.lock();
-        let inode = self.inode(ino)?;
-        match inode.kind {
-            Kind::File => {}
-            Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
-            _ => return Err(Error::Invalid(format!("inode {} is not a regular file", ino.0))),
-        }
-        let file = self.data.open(Self::data_id(&inode, ino)?)?;
-        self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
-        Ok(OpenFile { ino, volume: inode.volume, file })
-    }
-
-    /// The last release of an unlinked file removes it.
-    pub fn release(&self, ino: Ino) -> Result<()> {
-        let _w = self.lock();
-        let last = match self.open_files.get_mut(&ino) {
-            Some(mut n) => {
-                *n -= 1;
-                *n == 0
-            }
-            None => false,
-        };
-        if !last {
-            return Ok(());
-        }
-        self.open_files.remove(&ino);
-        let inode = match self.meta.inode(ino)? {
-            Some(inode) if inode.nlink == 0 => inode,
-            _ => return Ok(()),
-        };
-        let mut txn = Txn::default();
-        let data = self.delete_inode(&mut txn, ino, &inode)?;
-        self.meta.commit(txn)?;
-        self.remove_data(data);
-        Ok(())
-    }
-
-    pub fn read(&self, file: &File, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        buf.truncate(done);
-        Ok(buf)
-    }
-
-    /// Clears the setuid and setgid bits a write by an unprivileged caller must clear; commits
-    /// only when there is something to clear.
-    pub fn write_kills_suidgid(&self, ino: Ino) -> Result<()> {
-        let perm = self.inode(ino)?.perm;
-        if perm == kill_suidgid(perm) {
-            return Ok(());
-        }
-        self.setattr(ino, &SetAttr { kill_suidgid: true, ..SetAttr::default() }, None).map(drop)
-    }
-
-    /// Writes as much of `data` as the volume has room for: a write that would take the volume
-    /// past its capacity stops at the last block that fits, and one with no room fails ENOSPC.
-    pub fn write(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<u32> {
-        let len = u64::try_from(data.len()).map_err(|_| Error::TooLarge)?;
-        offset.checked_add(len).filter(|end| *end <= i64::MAX as u64).ok_or(Error::TooLarge)?;
-        let written = self.allocating(file, offset, len, Fit::Prefix, |fits| {
-            file.write_all_at(&data[..fits as usize], offset)?;
-            Ok(fits)
-        })?;
-        Ok(written as u32)
-    }
-
-    /// Runs `op` on a range that may allocate blocks, once the volume has promised room for
-    /// them; `op` gets the length that fits (all of it, or with `Fit::Prefix` possibly less)
-    /// and returns the length it covered. The volume is charged what the blocks really became.
-    fn allocating(
-        &self,
-        file: &OpenFile,
-        offset: u64,
-        len: u64,
-        fit: Fit,
-        op: impl FnOnce(u64) -> Result<u64>,
-    ) -> Result<u64> {
-        let _io = self.io_lock(file.ino);
-        let range = block_range(offset, len, self.block);
-        let before = allocated_ranges(file, range.0, range.1)?;
-        let before_bytes: u64 = before.iter().map(|(s, e)| e - s).sum();
-        let (fits, promised) = {
-            let mut account = self.space.entry(file.volume).or_default();
-            let (fits, need) = if account.capacity == 0 {
-                (len, 0)
-            } else {
-                let room = account.capacity.saturating_sub(account.used + account.reserved);
-                fitting_prefix(&before, range, offset, len, room, self.block)
-            };
-            if len > 0 && (fits == 0 || (fits < len && fit == Fit::Whole)) {
-                return Err(Error::NoSpace(format!(
-                    "volume {} has {} of its {} capacity free",
-                    file.volume.0,
-                    crate::quantity::HumanBytes(account.capacity.saturating_sub(account.used + account.reserved)),
-                    crate::quantity::HumanBytes(account.capacity)
-                )));
-            }
-            account.reserved += need;
-            (fits, need)
-        };
-        let result = op(fits);
-        let after = allocated(file, range.0, range.1);
-        if let Some(mut account) = self.space.get_mut(&file.volume) {
-            account.reserved -= promised;
-        }
-        let after = after?;
-        self.charge_file(file.ino, file.volume, after as i64 - before_bytes as i64);
-        result
-    }
-
-    /// Runs `op`, which may free or allocate blocks anywhere in `file` but needs no promise of
-    /// room (shrinking, punching holes), and charges the volume the difference.
-    fn measured(&self, ino: Ino, volume: VolumeId, file: &File, op: impl FnOnce() -> Result<()>) -> Result<()> {
-        let _io = self.io_lock(ino);
-        let before = allocated_total(file)?;
-        let result = op();
-        let after = allocated_total(file)?;
-        self.charge_file(ino, volume, after as i64 - before as i64);
-        result
-    }
-
-    fn io_lock(&self, ino: Ino) -> MutexGuard<'_, ()> {
-        self.io_locks[(ino.0 % IO_LOCKS as u64) as usize].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds `delta` bytes to a volume's usage.
-    fn charge(&self, volume: VolumeId, delta: i64) {
-        let mut account = self.space.entry(volume).or_default();
-        account.used = account.used.saturating_add_signed(delta);
-    }
-
-    /// Adds what the daemon changed in a file to its volume. A file the kernel also writes
-    /// directly is counted whole when it is closed (or looked at), which includes this change.
-    fn charge_file(&self, ino: Ino, volume: VolumeId, delta: i64) {
-        if !self.direct.contains_key(&ino) {
-            self.charge(volume, delta);
-        }
-    }
-
-    /// Makes a file's data and all metadata committed so far durable.
-    pub fn fsync(&self, file: &File, datasync: bool) -> Result<()> {
-        if datasync {
-            file.sync_data()?;
-        } else {
-            file.sync_all()?;
-        }
-        self.sync_metadata()
-    }
-
-    /// Makes every committed metadata change durable, with the names of the data files it
-    /// refers to (fsyncdir, syncfs).
-    pub fn sync_metadata(&self) -> Result<()> {
-        self.data.sync_dirs()?;
-        self.meta.sync()
-    }
-
-    /// Preallocation and zeroing need room for the whole range or fail ENOSPC; punching,
-    /// collapsing and inserting ranges only move or free blocks.
-    pub fn fallocate(&self, file: &OpenFile, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let (off, len) = (to_off(offset)?, to_off(length)?);
-        off.checked_add(len).ok_or(Error::TooLarge)?;
-        let call = || {
-            // SAFETY: plain syscall on an owned descriptor.
-            if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) } != 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            Ok(())
-        };
-        const MOVES_OR_FREES: i32 =
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
-        if mode & MOVES_OR_FREES != 0 || length == 0 {
-            self.measured(file.ino, file.volume, file, call)
-        } else {
-            self.allocating(file, offset, length, Fit::Whole, |_| call().map(|()| length)).map(drop)
-        }
-    }
-
-    pub fn lseek(&self, file: &File, offset: i64, whence: i32) -> Result<i64> {
-        // SAFETY: plain syscall on an owned descriptor; it moves only our private offset.
-        let pos = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
-        if pos < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(pos)
-    }
-
-    /// Copies as much as the destination's volume has room for, like `write`.
-    pub fn copy_file_range(
-        &self,
-        src: &File,
-        src_offset: u64,
-        dst: &OpenFile,
-        dst_offset: u64,
-        len: u64,
-    ) -> Result<u64> {
-        let mut off_in = to_off(src_offset)?;
-        let mut off_out = to_off(dst_offset)?;
-        let len = len.min((i64::MAX as u64).saturating_sub(dst_offset));
-        self.allocating(dst, dst_offset, len, Fit::Prefix, |fits| {
-            // SAFETY: both descriptors are owned; the offsets are ours.
-            let n = unsafe {
-                libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, fits as usize, 0)
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            Ok(n as u64)
-        })
     }
 
     /// Entries of a directory after `offset` (0 = from the start, including `.` and `..`).
@@ -1104,130 +834,6 @@ impl Core {
         let mut txn = Txn::default();
         txn.delete_xattr(ino, name);
         txn.put_inode(ino, &inode);
-        self.meta.commit(txn)
-    }
-
-    /// Space and inodes of a volume. Used is the volume's own usage; the size is its capacity,
-    /// or, without one, its usage plus what the pool's filesystem has free. Free space is
-    /// bounded by both.
-    pub fn statfs(&self, volume: &Volume) -> Result<StatFs> {
-        let pool = statvfs(&self.pool_dir)?;
-        let bsize = u64::from(BLOCK_SIZE);
-        let pool_free = pool.f_bavail * pool.f_frsize / bsize;
-        let account = self.space_of(volume.id)?;
-        let used = account.used.div_ceil(bsize);
-        let blocks = if account.capacity > 0 { account.capacity / bsize } else { used + pool_free };
-        let free = pool_free.min(blocks.saturating_sub(used));
-        let usage: Usage = self.meta.usage(volume.id)?;
-        let ffree = pool.f_ffree.max(1 << 20);
-        Ok(StatFs {
-            blocks,
-            bfree: free,
-            bavail: free,
-            files: usage.inodes + ffree,
-            ffree,
-            bsize: BLOCK_SIZE,
-            namelen: crate::names::NAME_MAX as u32,
-        })
-    }
-
-    /// A volume's space now, counting what the kernel has written directly into files still
-    /// open for it.
-    pub fn space_of(&self, volume: VolumeId) -> Result<Account> {
-        let pending: Vec<(DataId, u64)> =
-            self.direct.iter().filter(|d| d.volume == volume).map(|d| (d.data, d.counted)).collect();
-        let mut account = self.account(volume);
-        for (id, counted) in pending {
-            let now = allocated_total(&self.data.open(id)?)?;
-            account.used = (account.used + now).saturating_sub(counted);
-        }
-        Ok(account)
-    }
-
-    fn account(&self, volume: VolumeId) -> Account {
-        self.space.get(&volume).map(|a| *a).unwrap_or_default()
-    }
-
-    /// Stops accounting for a deleted volume; idempotent.
-    pub(crate) fn forget_account(&self, volume: VolumeId) {
-        self.space.remove(&volume);
-    }
-
-    /// Whether any file of `volume` is open.
-    pub fn has_open_files(&self, volume: VolumeId) -> Result<bool> {
-        let open: Vec<Ino> = self.open_files.iter().map(|e| *e.key()).collect();
-        for ino in open {
-            if self.meta.inode(ino)?.is_some_and(|i| i.volume == volume) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Sets a volume's capacity for every write from now on (starting its account if new).
-    pub(crate) fn set_capacity(&self, volume: VolumeId, capacity: u64) {
-        self.space.entry(volume).or_default().capacity = capacity;
-    }
-
-    /// Whether a volume's writes must go through the daemon, which keeps them within its
-    /// capacity: the kernel writing straight into a data file could not.
-    pub fn limits_writes(&self, volume: VolumeId) -> bool {
-        self.account(volume).capacity > 0
-    }
-
-    /// A handle the kernel will write through directly (passthrough) was opened on `file`.
-    pub fn direct_writes_opened(&self, file: &OpenFile) -> Result<()> {
-        let _io = self.io_lock(file.ino);
-        if let Some(mut d) = self.direct.get_mut(&file.ino) {
-            d.handles += 1;
-            return Ok(());
-        }
-        let data = Self::data_id(&self.inode(file.ino)?, file.ino)?;
-        let counted = allocated_total(file)?;
-        self.direct.insert(file.ino, DirectWrites { volume: file.volume, data, counted, handles: 1 });
-        Ok(())
-    }
-
-    /// A handle from `direct_writes_opened` was closed: what the kernel wrote is counted.
-    pub fn direct_writes_closed(&self, file: &OpenFile) -> Result<()> {
-        let _io = self.io_lock(file.ino);
-        let now = allocated_total(file)?;
-        let Some(mut d) = self.direct.get_mut(&file.ino) else { return Ok(()) };
-        let delta = now as i64 - d.counted as i64;
-        d.counted = now;
-        d.handles -= 1;
-        let last = d.handles == 0;
-        drop(d);
-        if last {
-            self.direct.remove(&file.ino);
-        }
-        self.charge(file.volume, delta);
-        Ok(())
-    }
-
-    /// Counts every volume's usage again from the data files (after an unclean stop, when the
-    /// usage records may be behind) and records it.
-    pub(crate) fn recount_space(&self) -> Result<()> {
-        let mut used: std::collections::HashMap<VolumeId, u64> = std::collections::HashMap::new();
-        for (_, inode) in self.meta.all_inodes()? {
-            if let Some(id) = inode.data {
-                *used.entry(inode.volume).or_default() += allocated_total(&self.data.open(id)?)?;
-            }
-        }
-        for mut account in self.space.iter_mut() {
-            account.used = used.get(account.key()).copied().unwrap_or(0);
-        }
-        self.record_space()
-    }
-
-    /// Writes every volume's usage into its record.
-    pub(crate) fn record_space(&self) -> Result<()> {
-        let mut txn = Txn::default();
-        for volume in self.meta.volumes()? {
-            let mut usage = self.meta.usage(volume.id)?;
-            usage.bytes = self.space_of(volume.id)?.used;
-            txn.put_usage(volume.id, &usage);
-        }
         self.meta.commit(txn)
     }
 }

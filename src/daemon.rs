@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::control::{Request, Response, DEFAULT_SOCKET, SOCKET_RECORD};
+use crate::control::{Request, Response, VolumeSource, DEFAULT_SOCKET, SOCKET_RECORD};
 use crate::fuse::coherence::{Change, Coherence};
 use crate::fuse::projected::{ProjectedFs, ProjectedUpdater};
 use crate::fuse::{MountOptions, VolumeFs};
 use crate::meta::{Kind, VolumeId};
 use crate::names::VolumeName;
-use crate::pool::Pool;
+use crate::pool::{Pool, Source};
 use crate::projected::Projection;
 
 /// What a mount serves.
@@ -125,10 +125,29 @@ impl Service {
         let err = |e: crate::Error| e.to_string();
         match request {
             Request::Ping => Ok(json!({ "pid": std::process::id(), "pool": self.pool.dir() })),
-            Request::CreateVolume { name, capacity } => {
+            Request::CreateVolume { name, capacity, from } => {
                 let name = VolumeName::parse(&name)?;
-                let volume = self.pool.create_volume(&name, capacity).map_err(err)?;
+                let source = match from {
+                    None => Source::Nothing,
+                    Some(VolumeSource::Volume(v)) => Source::Volume(v),
+                    Some(VolumeSource::Snapshot(s)) => Source::Snapshot(s),
+                };
+                let volume = self.pool.create_volume_from(&name, &source, capacity).map_err(err)?;
                 Ok(json!(self.pool.volume_info(&volume).map_err(err)?))
+            }
+            Request::CreateSnapshot { volume, name } => {
+                let (volume, name) = (VolumeName::parse(&volume)?, VolumeName::parse(&name)?);
+                let snapshot = self.pool.create_snapshot(&volume, &name).map_err(err)?;
+                let info = self.pool.snapshots(Some(volume.as_str())).map_err(err)?;
+                Ok(json!(info.into_iter().find(|s| s.name == snapshot.name)))
+            }
+            Request::ListSnapshots { volume } => Ok(json!(self.pool.snapshots(volume.as_deref()).map_err(err)?)),
+            Request::DeleteSnapshot { name } => {
+                if let Some((at, _)) = self.mounts().iter().find(|(_, m)| m.volume() == name) {
+                    return Err(format!("snapshot {name} is mounted at {}; unmount it first", at.display()));
+                }
+                self.pool.delete_snapshot(&name).map_err(err)?;
+                Ok(json!({ "deleted": name }))
             }
             Request::ListVolumes => Ok(json!(self.pool.volumes().map_err(err)?)),
             Request::InspectVolume { name } => {
@@ -151,6 +170,8 @@ impl Service {
                 Ok(json!(self.pool.volume_info(&volume).map_err(err)?))
             }
             Request::Mount { volume, mountpoint, read_only, passthrough, subpath, create } => {
+                // A snapshot is read-only whatever the mount asks.
+                let read_only = read_only || volume.contains('@');
                 let options = MountOptions { read_only, passthrough, ..MountOptions::default() };
                 self.mount(&volume, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)
             }

@@ -166,6 +166,24 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
             }
         }
     }
+    // Layers: every one holding records is read by some view, and a file's data belongs to a
+    // layer its view reads.
+    let views = meta.views();
+    let read: HashSet<u64> = views.values().flat_map(|v| v.layers.iter().copied()).collect();
+    for layer in meta.layers_with_records()? {
+        if !read.contains(&layer) {
+            report.problems.push(format!("layer {layer} holds records no volume or snapshot reads"));
+        }
+    }
+    for (ino, inode) in &inodes {
+        let in_chain = views.get(&ino.view()).is_some_and(|v| v.layers.contains(&inode.data_layer));
+        if inode.kind == Kind::File && !in_chain {
+            report.problems.push(format!(
+                "inode {}: its data file belongs to layer {}, which its view does not read",
+                ino.0, inode.data_layer
+            ));
+        }
+    }
     for ino in &orphans {
         if !inodes.contains_key(ino) {
             report.problems.push(format!("orphan record for missing inode {}", ino.0));

@@ -274,22 +274,26 @@ impl VolumeFs {
 
     /// The kernel's reference to the data file of `ino` for passthrough I/O: the one every
     /// open of the inode shares, or a new one made from `file`. None when this connection
-    /// cannot pass through, or the volume has a capacity the daemon must hold its writes to
-    /// (then the daemon serves reads and writes itself).
+    /// cannot pass through, when the volume has a capacity the daemon must hold its writes to,
+    /// or when a snapshot or clone shares the data file, which must be copied before it
+    /// changes (then the daemon serves reads and writes itself).
     fn backing(
         &self,
         ino: Ino,
         openbacking: impl FnOnce(&File) -> std::io::Result<BackingId>,
-        file: &File,
+        file: &OpenFile,
     ) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) || self.core().limits_writes(self.volume.id) {
+        if !self.passthrough.load(Ordering::Relaxed)
+            || self.core().limits_writes(self.volume.id)
+            || !self.core().owns_data(file).unwrap_or(false)
+        {
             return None;
         }
         let _making = self.backing_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = self.backings.get(&ino).and_then(|w| w.upgrade()) {
             return Some(shared);
         }
-        match openbacking(file) {
+        match openbacking(&file.file()) {
             Ok(id) => {
                 let id = Arc::new(id);
                 self.backings.insert(ino, Arc::downgrade(&id));
@@ -303,10 +307,10 @@ impl VolumeFs {
         }
     }
 
-    /// Files the kernel writes itself are counted again when closed.
-    fn track_direct_writes(&self, handle: &Handle) {
-        if handle.writable && handle.backing.is_some() {
-            if let Err(e) = self.core().direct_writes_opened(&handle.file) {
+    /// Files the kernel reads and writes itself are counted again when closed.
+    fn track_passthrough(&self, handle: &Handle) {
+        if handle.backing.is_some() {
+            if let Err(e) = self.core().passthrough_opened(&handle.file) {
                 tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
             }
         }
@@ -521,12 +525,14 @@ impl fuser::Filesystem for VolumeFs {
         let must_kill = writable
             && req.uid() != 0
             && self.core().getattr(ino).is_ok_and(|a| a.perm != crate::core::kill_suidgid(a.perm));
+        // No snapshot is cut between choosing passthrough and counting the handle.
+        let _cutting = self.core().changing_data();
         let backing = if must_kill { None } else { self.backing(ino, |f| reply.open_backing(f), &file) };
         match backing {
             Some(id) => {
                 let fh = self.new_fh();
                 let handle = Handle { ino, writable, file, backing: Some(id.clone()) };
-                self.track_direct_writes(&handle);
+                self.track_passthrough(&handle);
                 self.handles.insert(fh.0, handle);
                 reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS, &id);
             }
@@ -591,8 +597,8 @@ impl fuser::Filesystem for VolumeFs {
             return fail!(reply, "release", Error::BadHandle(fh.0));
         };
         let (ino, writable, passthrough) = (handle.ino, handle.writable, handle.backing.is_some());
-        if writable && passthrough {
-            if let Err(e) = self.core().direct_writes_closed(&handle.file) {
+        if passthrough {
+            if let Err(e) = self.core().passthrough_closed(&handle.file) {
                 tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
             }
         }
@@ -715,11 +721,12 @@ impl fuser::Filesystem for VolumeFs {
             Err(e) => return fail!(reply, "create", e),
         };
         let fattr = self.file_attr(&attr);
+        let _cutting = self.core().changing_data();
         match self.backing(attr.ino, |f| reply.open_backing(f), &file) {
             Some(id) => {
                 let fh = self.new_fh();
                 let handle = Handle { ino: attr.ino, writable: true, file, backing: Some(id.clone()) };
-                self.track_direct_writes(&handle);
+                self.track_passthrough(&handle);
                 self.handles.insert(fh.0, handle);
                 reply.created_passthrough(
                     &self.attr_ttl(&attr),

@@ -9,10 +9,10 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use volfs::control::{self, CallError, Request, SpecText};
+use volfs::control::{self, CallError, Request, SpecText, VolumeSource};
 use volfs::daemon::{self, Service};
 use volfs::names::VolumeName;
-use volfs::pool::{OpenMode, Pool};
+use volfs::pool::{parse_snapshot_name, OpenMode, Pool};
 use volfs::quantity::{parse_size, HumanBytes};
 
 #[derive(Parser)]
@@ -38,7 +38,11 @@ enum Command {
     /// Create, list, inspect and delete volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
-    /// Mount a volume; starts a daemon for the pool if none runs. Returns once mounted.
+    /// Cut, list and delete snapshots (read-only, point-in-time copies of a volume).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Mount a volume, or a snapshot (VOLUME@SNAP, read-only); starts a daemon for the pool
+    /// if none runs. Returns once mounted.
     Mount {
         volume: String,
         mountpoint: PathBuf,
@@ -87,11 +91,19 @@ enum ProjectCommand {
 
 #[derive(Subcommand)]
 enum VolumeCommand {
-    /// Create a volume. SIZE is a Kubernetes quantity: 10Gi, 500Mi, 1G.
+    /// Create a volume: empty, a clone of a volume, or a restore of a snapshot. SIZE is a
+    /// Kubernetes quantity: 10Gi, 500Mi, 1G. A clone or restore shares its source's data until
+    /// either side changes it, and takes its capacity unless given one.
     Create {
         name: String,
         #[arg(long, value_name = "SIZE")]
         capacity: Option<String>,
+        /// Restore this snapshot into the new volume.
+        #[arg(long, value_name = "VOLUME@SNAP", conflicts_with = "from_volume")]
+        from_snapshot: Option<String>,
+        /// Clone this volume as it is now.
+        #[arg(long, value_name = "VOLUME")]
+        from_volume: Option<String>,
     },
     List,
     Inspect {
@@ -106,6 +118,16 @@ enum VolumeCommand {
         #[arg(long, value_name = "SIZE")]
         capacity: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Cut snapshot VOLUME@SNAP: every write completed before it, none after. Returns when cut.
+    Create { volume: String, snapshot: String },
+    /// List snapshots with their creation time, size, and the bytes only they hold.
+    List { volume: Option<String> },
+    /// Delete snapshot VOLUME@SNAP; the space only it held comes back.
+    Delete { snapshot: String },
 }
 
 fn main() -> ExitCode {
@@ -140,12 +162,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Volume(VolumeCommand::Create { name, capacity }) => {
+        Command::Volume(VolumeCommand::Create { name, capacity, from_snapshot, from_volume }) => {
             // Checked before the pool is touched, so bad input creates nothing.
             VolumeName::parse(&name).map_err(|e| anyhow!(e))?;
-            let capacity =
-                capacity.as_deref().map(parse_size).transpose().map_err(|e| anyhow!("--capacity: {e}"))?.unwrap_or(0);
-            let v = ctx.request(Request::CreateVolume { name, capacity }, OpenMode::CreateIfMissing)?;
+            let capacity = capacity.as_deref().map(parse_size).transpose().map_err(|e| anyhow!("--capacity: {e}"))?;
+            let from = match (from_snapshot, from_volume) {
+                (Some(s), _) => {
+                    parse_snapshot_name(&s).map_err(|e| anyhow!("--from-snapshot: {e}"))?;
+                    Some(VolumeSource::Snapshot(s))
+                }
+                (None, Some(v)) => {
+                    VolumeName::parse(&v).map_err(|e| anyhow!("--from-volume: {e}"))?;
+                    Some(VolumeSource::Volume(v))
+                }
+                (None, None) => None,
+            };
+            let mode = if from.is_some() { OpenMode::Existing } else { OpenMode::CreateIfMissing };
+            let v = ctx.request(Request::CreateVolume { name, capacity, from }, mode)?;
             ctx.print(&v, |v| {
                 println!("created volume {} (capacity {})", v["name"].as_str().unwrap_or(""), capacity_text(v))
             });
@@ -170,6 +203,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volume(VolumeCommand::Delete { name }) => {
             let v = ctx.request(Request::DeleteVolume { name: name.clone() }, OpenMode::Existing)?;
             ctx.print(&v, |_| println!("deleted volume {name}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot(SnapshotCommand::Create { volume, snapshot }) => {
+            VolumeName::parse(&volume).map_err(|e| anyhow!(e))?;
+            VolumeName::parse(&snapshot).map_err(|e| anyhow!("snapshot name: {e}"))?;
+            let v = ctx.request(Request::CreateSnapshot { volume, name: snapshot }, OpenMode::Existing)?;
+            ctx.print(&v, |v| println!("created snapshot {}", v["name"].as_str().unwrap_or("")));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot(SnapshotCommand::List { volume }) => {
+            let v = ctx.request(Request::ListSnapshots { volume }, OpenMode::Existing)?;
+            ctx.print(&v, print_snapshot_table);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Snapshot(SnapshotCommand::Delete { snapshot }) => {
+            parse_snapshot_name(&snapshot).map_err(|e| anyhow!(e))?;
+            ctx.request(Request::DeleteSnapshot { name: snapshot.clone() }, OpenMode::Existing)?;
+            ctx.print(&serde_json::json!({ "deleted": snapshot }), |_| println!("deleted snapshot {snapshot}"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Mount { volume, mountpoint, read_only, no_passthrough, subpath, create } => {
@@ -376,6 +427,26 @@ fn print_volume_table(v: &Value, pool: &Path) {
             HumanBytes(free)
         );
     }
+}
+
+fn print_snapshot_table(v: &Value) {
+    println!("{:<40} {:<25} {:>12} {:>12}", "NAME", "CREATED (UTC)", "SIZE", "EXCLUSIVE");
+    for s in v.as_array().into_iter().flatten() {
+        let created = s["created_unix"].as_i64().unwrap_or(0);
+        println!(
+            "{:<40} {:<25} {:>12} {:>12}",
+            s["name"].as_str().unwrap_or(""),
+            utc_text(created),
+            HumanBytes(s["size_bytes"].as_u64().unwrap_or(0)).to_string(),
+            HumanBytes(s["exclusive_bytes"].as_u64().unwrap_or(0)).to_string()
+        );
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS` in UTC.
+fn utc_text(secs: i64) -> String {
+    let [year, month, day, h, m, s] = volfs::meta::Timestamp { secs, nanos: 0 }.utc();
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}")
 }
 
 fn print_volume(v: &Value) {

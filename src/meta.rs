@@ -81,6 +81,22 @@ impl Timestamp {
         Self::from(SystemTime::now())
     }
 
+    /// Year, month, day, hour, minute and second in UTC.
+    pub fn utc(self) -> [i64; 6] {
+        let (days, rem) = (self.secs.div_euclid(86_400), self.secs.rem_euclid(86_400));
+        // Howard Hinnant's days-to-civil.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        [year, month, day, rem / 3600, rem % 3600 / 60, rem % 60]
+    }
+
     pub fn to_system_time(self) -> SystemTime {
         if self.secs >= 0 {
             UNIX_EPOCH + Duration::new(self.secs as u64, self.nanos)
@@ -138,6 +154,9 @@ pub struct Inode {
     pub parent: Ino,
     /// Regular files: the data file.
     pub data: Option<DataId>,
+    /// Regular files: the layer whose views may change the data file. A view whose newest
+    /// layer is another one shares it with a snapshot or clone, and copies it before a change.
+    pub data_layer: LayerId,
     /// Symbolic links: the target, as given.
     pub target: Vec<u8>,
     /// Directories: the readdir cookie the next entry receives (cookies 1 and 2 are `.`, `..`).
@@ -165,6 +184,14 @@ pub struct Volume {
     pub view: ViewId,
     /// The layers its records live in, newest (the one it writes) first.
     pub layers: Vec<LayerId>,
+    /// For a snapshot (named `VOLUME@SNAP`, read-only): the volume it was cut from.
+    pub snapshot_of: Option<String>,
+}
+
+impl Volume {
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot_of.is_some()
+    }
 }
 
 /// Per-volume counters, kept exact in the same transactions that change them.
@@ -223,6 +250,32 @@ impl Table {
             Table::Usage => "usage",
             Table::Orphans => "orphans",
             Table::Counters => "counters",
+        }
+    }
+}
+
+/// The tables whose records belong to layers, for work on layers as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerTable {
+    /// key: local ino
+    Inodes,
+    /// key: parent's local ino + name
+    Dirents,
+    /// key: parent's local ino + cookie
+    Cookies,
+    /// key: local ino + name
+    Xattrs,
+}
+
+impl LayerTable {
+    pub const ALL: [LayerTable; 4] = [LayerTable::Inodes, LayerTable::Dirents, LayerTable::Cookies, LayerTable::Xattrs];
+
+    fn table(self) -> Table {
+        match self {
+            LayerTable::Inodes => Table::Inodes,
+            LayerTable::Dirents => Table::Dirents,
+            LayerTable::Cookies => Table::Cookies,
+            LayerTable::Xattrs => Table::Xattrs,
         }
     }
 }
@@ -304,6 +357,17 @@ impl KvStore for FjallStore {
     }
 }
 
+/// An inode record as stored in a layer.
+pub fn encode_inode(inode: &Inode) -> Vec<u8> {
+    encode(inode)
+}
+
+/// An inode record from its stored form (its volume and parent as stored, not as a view sees
+/// them).
+pub fn decode_inode(bytes: &[u8]) -> Result<Inode> {
+    decode(bytes)
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("metadata records always serialise")
 }
@@ -375,6 +439,19 @@ pub struct View {
     pub volume: VolumeId,
     /// Newest first; writes go to the first.
     pub layers: Arc<[LayerId]>,
+    /// A snapshot's view: nothing may be written through it.
+    pub read_only: bool,
+}
+
+impl View {
+    fn of(v: &Volume) -> View {
+        View { volume: v.id, layers: v.layers.clone().into(), read_only: v.is_snapshot() }
+    }
+
+    /// The layer the view writes into.
+    pub fn head(&self) -> LayerId {
+        self.layers[0]
+    }
 }
 
 /// Changes to commit together; built by a writer while it holds the core's write lock.
@@ -383,6 +460,8 @@ pub struct Txn {
     ops: Vec<Op>,
     /// Whether volumes (and so views) change.
     views_change: bool,
+    /// Changes to layers as stored, past any view (merging and dropping layers).
+    layer_ops: Vec<Op>,
 }
 
 impl Txn {
@@ -435,6 +514,17 @@ impl Txn {
         self.ops.push(Op::Delete(Table::Orphans, ino.0.to_be_bytes().to_vec()));
     }
 
+    /// Stores `record` (None: a tombstone) under `key` of `layer`, past any view.
+    pub fn put_layer_record(&mut self, table: LayerTable, layer: LayerId, key: &[u8], record: Option<Vec<u8>>) {
+        let value = record.map_or_else(|| vec![TOMBSTONE], present);
+        self.layer_ops.push(Op::Put(table.table(), layer_key(layer, key), value));
+    }
+
+    /// Removes whatever `layer` holds under `key`, past any view.
+    pub fn delete_layer_record(&mut self, table: LayerTable, layer: LayerId, key: &[u8]) {
+        self.layer_ops.push(Op::Delete(table.table(), layer_key(layer, key)));
+    }
+
     pub fn put_counter(&mut self, name: &str, value: u64) {
         self.ops.push(Op::Put(Table::Counters, name.as_bytes().to_vec(), value.to_be_bytes().to_vec()));
     }
@@ -455,8 +545,7 @@ impl Meta {
     }
 
     fn load_views(&self) -> Result<()> {
-        let views =
-            self.volumes()?.into_iter().map(|v| (v.view, View { volume: v.id, layers: v.layers.into() })).collect();
+        let views = self.volumes()?.into_iter().map(|v| (v.view, View::of(&v))).collect();
         *self.views.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(views);
         Ok(())
     }
@@ -476,7 +565,7 @@ impl Meta {
     }
 
     pub fn commit(&self, txn: Txn) -> Result<()> {
-        if txn.ops.is_empty() {
+        if txn.ops.is_empty() && txn.layer_ops.is_empty() {
             return Ok(());
         }
         let mut views = self.views();
@@ -486,7 +575,7 @@ impl Meta {
             for op in &txn.ops {
                 if let Op::Put(Table::Volumes, _, v) = op {
                     let v: Volume = decode(v)?;
-                    with_new.insert(v.view, View { volume: v.id, layers: v.layers.into() });
+                    with_new.insert(v.view, View::of(&v));
                 }
             }
             views = Arc::new(with_new);
@@ -503,6 +592,7 @@ impl Meta {
                 other => other,
             });
         }
+        ops.extend(txn.layer_ops);
         self.store.commit(ops)?;
         self.committed.fetch_add(1, Ordering::SeqCst);
         if txn.views_change {
@@ -516,7 +606,10 @@ impl Meta {
     fn stored_key(views: &HashMap<ViewId, View>, view_key: &[u8]) -> Result<(Vec<u8>, bool)> {
         let view = ViewId(u32::from_be_bytes(view_key[..4].try_into().expect("4-byte view")));
         let v = views.get(&view).ok_or_else(|| Error::NotFound(format!("view {}", view.0)))?;
-        Ok((layer_key(v.layers[0], &view_key[4..]), v.layers.len() > 1))
+        if v.read_only {
+            return Err(Error::ReadOnly(format!("view {} is a snapshot's", view.0)));
+        }
+        Ok((layer_key(v.head(), &view_key[4..]), v.layers.len() > 1))
     }
 
     /// Makes every transaction committed so far durable against power loss.
@@ -687,6 +780,41 @@ impl Meta {
         Ok(out)
     }
 
+    /// Every record `layer` holds in `table`, as stored: key within the layer, and the record
+    /// (None: a tombstone).
+    pub fn layer_records(&self, table: LayerTable, layer: LayerId) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        let prefix = layer.to_be_bytes();
+        Ok(self
+            .store
+            .scan(table.table(), &prefix, &prefix, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| (k[8..].to_vec(), unwrap_present(v)))
+            .collect())
+    }
+
+    /// What `layer` holds under `key` of `table`: nothing, a tombstone (Some(None)) or a record.
+    pub fn layer_record(&self, table: LayerTable, layer: LayerId, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        Ok(self.store.get(table.table(), &layer_key(layer, key))?.map(unwrap_present))
+    }
+
+    /// Every layer that holds any record, for fsck.
+    pub fn layers_with_records(&self) -> Result<std::collections::BTreeSet<LayerId>> {
+        let mut layers = std::collections::BTreeSet::new();
+        for table in LayerTable::ALL {
+            let mut from = Vec::new();
+            // One probe per layer: jump past each layer found.
+            while let Some((k, _)) = self.store.scan(table.table(), &[], &from, 1)?.pop() {
+                let layer = u64_at(&k);
+                layers.insert(layer);
+                match layer.checked_add(1) {
+                    Some(next) => from = next.to_be_bytes().to_vec(),
+                    None => break,
+                }
+            }
+        }
+        Ok(layers)
+    }
+
     pub fn counter(&self, name: &str) -> Result<u64> {
         Ok(self
             .store
@@ -720,6 +848,7 @@ mod tests {
             created: Timestamp::now(),
             view: ViewId(view),
             layers,
+            snapshot_of: name.split_once('@').map(|(v, _)| v.to_string()),
         }
     }
 

@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, Volume, VolumeId};
 use crate::names::VolumeName;
 
+mod snapshots;
+
+pub use snapshots::{parse_snapshot_name, SnapshotInfo, Source};
+
 const FORMAT_FILE: &str = "volfs-pool";
 const FORMAT: &str = "volfs pool format 2\n";
 const CLEAN_MARK: &str = "clean";
@@ -126,7 +130,8 @@ impl Pool {
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(meta.usage(inode.volume)?),
             };
             u.inodes = u.inodes.saturating_sub(1);
-            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, id }));
+            let shared = inode.data_layer != meta.view(ino.view())?.head();
+            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, id, shared }));
         }
         for (volume, u) in &usage {
             txn.put_usage(*volume, u);
@@ -174,11 +179,21 @@ impl Pool {
             crtime: now,
             parent: root,
             data: None,
+            data_layer: 0,
             target: Vec::new(),
             next_cookie: 3,
             entries: 0,
         };
-        let volume = Volume { id, name: name.to_string(), root, capacity, created: now, view, layers: vec![layer] };
+        let volume = Volume {
+            id,
+            name: name.to_string(),
+            root,
+            capacity,
+            created: now,
+            view,
+            layers: vec![layer],
+            snapshot_of: None,
+        };
         txn.put_volume(&volume);
         txn.put_inode(root, &inode);
         txn.put_usage(id, &Usage { inodes: 1, bytes: 0 });
@@ -203,8 +218,9 @@ impl Pool {
         })
     }
 
+    /// Every volume (not the snapshots).
     pub fn volumes(&self) -> Result<Vec<VolumeInfo>> {
-        self.core.meta().volumes()?.iter().map(|v| self.volume_info(v)).collect()
+        self.core.meta().volumes()?.iter().filter(|v| !v.is_snapshot()).map(|v| self.volume_info(v)).collect()
     }
 
     /// Calls `visit(parent, name, ino, inode)` for every inode below `root` (each hard-linked
@@ -228,6 +244,9 @@ impl Pool {
     pub fn resize_volume(&self, name: &str, capacity: u64) -> Result<Volume> {
         let _w = self.core.lock();
         let mut volume = self.volume(name)?;
+        if volume.is_snapshot() {
+            return Err(Error::Invalid(format!("{name} is a snapshot, which cannot be resized")));
+        }
         let used = self.volume_info(&volume)?.used_bytes;
         if capacity < used {
             return Err(Error::Invalid(format!(
@@ -243,57 +262,15 @@ impl Pool {
         Ok(volume)
     }
 
-    /// Deletes a volume and everything in it, in one transaction. The caller makes sure it is
-    /// not mounted.
+    /// Deletes a volume and everything in it that no snapshot or clone shares; its snapshots
+    /// stay. The caller makes sure it is not mounted.
     pub fn delete_volume(&self, name: &str) -> Result<()> {
+        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
         let volume = self.volume(name)?;
-        let _w = self.core.lock();
-        let mut txn = Txn::default();
-        let mut inodes: Vec<Ino> = vec![volume.root];
-        let mut data = Vec::new();
-        let mut dirents = Vec::new();
-        let mut stack = vec![volume.root];
-        while let Some(dir) = stack.pop() {
-            for (name, entry) in self.core.meta().all_entries(dir)? {
-                dirents.push((dir, name, entry));
-                if entry.kind == Kind::Dir {
-                    stack.push(entry.ino);
-                }
-                inodes.push(entry.ino);
-            }
+        if volume.is_snapshot() {
+            return Err(Error::Invalid(format!("{name} is a snapshot; delete it with `volfs snapshot delete`")));
         }
-        inodes.sort();
-        inodes.dedup();
-        for (dir, name, entry) in &dirents {
-            txn.delete_dirent(*dir, name, *entry);
-        }
-        for ino in inodes.into_iter().chain(self.orphans_of(volume.id)?) {
-            if let Some(inode) = self.core.meta().inode(ino)? {
-                data.extend(inode.data);
-            }
-            txn.delete_inode(ino);
-            txn.delete_orphan(ino);
-            for name in self.core.meta().xattr_names(ino)? {
-                txn.delete_xattr(ino, &name);
-            }
-        }
-        txn.delete_volume(&volume);
-        self.core.meta().commit(txn)?;
-        self.core.forget_account(volume.id);
-        for id in data {
-            self.core.data().remove(id)?;
-        }
-        Ok(())
-    }
-
-    fn orphans_of(&self, volume: VolumeId) -> Result<Vec<Ino>> {
-        let mut out = Vec::new();
-        for ino in self.core.meta().orphans()? {
-            if self.core.meta().inode(ino)?.is_some_and(|i| i.volume == volume) {
-                out.push(ino);
-            }
-        }
-        Ok(out)
+        self.drop_view(&volume)
     }
 }
 

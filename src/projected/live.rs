@@ -436,19 +436,8 @@ fn build_dir(inos: &AtomicU64, dir: &Dir, mode: u32, mtime: SystemTime, bytes: &
 
 /// `YYYY_MM_DD_HH_MM_SS` in UTC, the kubelet's layout for its directory names.
 pub fn utc_stamp(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}_{month:02}_{day:02}_{:02}_{:02}_{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    let [year, month, day, h, m, sec] = crate::meta::Timestamp::from(t).utc();
+    format!("{year:04}_{month:02}_{day:02}_{h:02}_{m:02}_{sec:02}")
 }
 
 #[cfg(test)]

@@ -1,0 +1,395 @@
+//! Open regular files: the daemon's own reads and writes of data files, held to each volume's
+//! capacity, and the copy a view makes of a data file it shares with a snapshot or clone
+//! before it changes it.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, MutexGuard, RwLock};
+
+use super::{kill_suidgid, to_off, Core, SetAttr, TimeSet};
+use crate::error::{Error, Result};
+use crate::meta::{DataId, Ino, Kind, LayerId, Txn, VolumeId};
+use crate::space::{allocated, allocated_ranges, allocated_total, block_range, fitting_prefix};
+
+/// A regular file opened through the core. It names the inode, whose data file may change
+/// while it is open (a view copies a data file it shares before changing it), and the volume
+/// its writes are charged to.
+#[derive(Debug)]
+pub struct OpenFile {
+    pub ino: Ino,
+    pub volume: VolumeId,
+    bound: RwLock<Bound>,
+}
+
+/// The data file an open file uses now, and the layer that owned it when it was bound: while
+/// that is still its view's newest layer, the data file cannot have changed.
+#[derive(Clone, Debug)]
+struct Bound {
+    id: DataId,
+    layer: LayerId,
+    file: Arc<File>,
+}
+
+impl OpenFile {
+    pub(super) fn new(ino: Ino, volume: VolumeId, id: DataId, layer: LayerId, file: File) -> Self {
+        OpenFile { ino, volume, bound: RwLock::new(Bound { id, layer, file: Arc::new(file) }) }
+    }
+
+    /// The data file as last bound; what the kernel is handed for passthrough.
+    pub fn file(&self) -> Arc<File> {
+        self.bound().file.clone()
+    }
+
+    fn bound(&self) -> Bound {
+        self.bound.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What an operation does with a file's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    Read,
+    /// Writes, truncates, allocates or sets times: needs a data file its view owns.
+    Change,
+}
+
+/// Whether an allocating operation may do part of its range when the volume lacks room for
+/// all of it (a write may come back short; fallocate may not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fit {
+    Prefix,
+    Whole,
+}
+
+/// How many locks serialise allocation accounting per file (an inode picks one by number).
+pub(super) const IO_LOCKS: usize = 64;
+
+impl Core {
+    /// Opens a regular file's data for the daemon's own I/O and counts the opener, so an unlink
+    /// keeps the inode until the last release.
+    pub fn open(&self, ino: Ino) -> Result<OpenFile> {
+        let _w = self.lock();
+        let inode = self.inode(ino)?;
+        match inode.kind {
+            Kind::File => {}
+            Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
+            _ => return Err(Error::Invalid(format!("inode {} is not a regular file", ino.0))),
+        }
+        let id = Self::data_id(&inode, ino)?;
+        let file = self.data.open(id)?;
+        self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
+        Ok(OpenFile::new(ino, inode.volume, id, inode.data_layer, file))
+    }
+
+    /// The last release of an unlinked file removes it.
+    pub fn release(&self, ino: Ino) -> Result<()> {
+        let _w = self.lock();
+        let last = match self.open_files.get_mut(&ino) {
+            Some(mut n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if !last {
+            return Ok(());
+        }
+        self.open_files.remove(&ino);
+        let inode = match self.meta.inode(ino)? {
+            Some(inode) if inode.nlink == 0 => inode,
+            _ => return Ok(()),
+        };
+        let mut txn = Txn::default();
+        let data = self.delete_inode(&mut txn, ino, &inode)?;
+        self.meta.commit(txn)?;
+        self.remove_data(data);
+        Ok(())
+    }
+
+    pub fn read(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let file = self.data_of(file, Use::Read)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// Clears the setuid and setgid bits a write by an unprivileged caller must clear; commits
+    /// only when there is something to clear.
+    pub fn write_kills_suidgid(&self, ino: Ino) -> Result<()> {
+        let perm = self.inode(ino)?.perm;
+        if perm == kill_suidgid(perm) {
+            return Ok(());
+        }
+        self.setattr(ino, &SetAttr { kill_suidgid: true, ..SetAttr::default() }, None).map(drop)
+    }
+
+    /// Writes as much of `data` as the volume has room for: a write that would take the volume
+    /// past its capacity stops at the last block that fits, and one with no room fails ENOSPC.
+    pub fn write(&self, file: &OpenFile, offset: u64, data: &[u8]) -> Result<u32> {
+        let len = u64::try_from(data.len()).map_err(|_| Error::TooLarge)?;
+        offset.checked_add(len).filter(|end| *end <= i64::MAX as u64).ok_or(Error::TooLarge)?;
+        let written = self.allocating(file, offset, len, Fit::Prefix, |f, fits| {
+            f.write_all_at(&data[..fits as usize], offset)?;
+            Ok(fits)
+        })?;
+        Ok(written as u32)
+    }
+
+    /// Runs `op` on a range that may allocate blocks, once the volume has promised room for
+    /// them; `op` gets the length that fits (all of it, or with `Fit::Prefix` possibly less)
+    /// and returns the length it covered. The volume is charged what the blocks really became.
+    fn allocating(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        len: u64,
+        fit: Fit,
+        op: impl FnOnce(&File, u64) -> Result<u64>,
+    ) -> Result<u64> {
+        let of = file;
+        let _cutting = self.changing_data();
+        let file = &*self.data_of(of, Use::Change)?;
+        let _io = self.io_lock(of.ino);
+        let range = block_range(offset, len, self.block);
+        let before = allocated_ranges(file, range.0, range.1)?;
+        let before_bytes: u64 = before.iter().map(|(s, e)| e - s).sum();
+        let (fits, promised) = {
+            let mut account = self.space.entry(of.volume).or_default();
+            let (fits, need) = if account.capacity == 0 {
+                (len, 0)
+            } else {
+                let room = account.capacity.saturating_sub(account.used + account.reserved);
+                fitting_prefix(&before, range, offset, len, room, self.block)
+            };
+            if len > 0 && (fits == 0 || (fits < len && fit == Fit::Whole)) {
+                return Err(Error::NoSpace(format!(
+                    "volume {} has {} of its {} capacity free",
+                    of.volume.0,
+                    crate::quantity::HumanBytes(account.capacity.saturating_sub(account.used + account.reserved)),
+                    crate::quantity::HumanBytes(account.capacity)
+                )));
+            }
+            account.reserved += need;
+            (fits, need)
+        };
+        let result = op(file, fits);
+        let after = allocated(file, range.0, range.1);
+        if let Some(mut account) = self.space.get_mut(&of.volume) {
+            account.reserved -= promised;
+        }
+        let after = after?;
+        self.charge_file(of.ino, of.volume, after as i64 - before_bytes as i64);
+        result
+    }
+
+    /// Runs `op`, which may free or allocate blocks anywhere in `file` but needs no promise of
+    /// room (shrinking, punching holes), and charges the volume the difference.
+    pub(super) fn measured(&self, of: &OpenFile, op: impl FnOnce(&File) -> Result<()>) -> Result<()> {
+        let _cutting = self.changing_data();
+        let file = &*self.data_of(of, Use::Change)?;
+        let _io = self.io_lock(of.ino);
+        let before = allocated_total(file)?;
+        let result = op(file);
+        let after = allocated_total(file)?;
+        self.charge_file(of.ino, of.volume, after as i64 - before as i64);
+        result
+    }
+
+    pub(super) fn io_lock(&self, ino: Ino) -> MutexGuard<'_, ()> {
+        self.io_locks[(ino.0 % IO_LOCKS as u64) as usize].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a file's data and all metadata committed so far durable.
+    pub fn fsync(&self, file: &OpenFile, datasync: bool) -> Result<()> {
+        let file = self.data_of(file, Use::Read)?;
+        if datasync {
+            file.sync_data()?;
+        } else {
+            file.sync_all()?;
+        }
+        self.sync_metadata()
+    }
+
+    /// Makes every committed metadata change durable, with the names of the data files it
+    /// refers to (fsyncdir, syncfs).
+    pub fn sync_metadata(&self) -> Result<()> {
+        self.data.sync_dirs()?;
+        self.meta.sync()
+    }
+
+    /// Preallocation and zeroing need room for the whole range or fail ENOSPC; punching,
+    /// collapsing and inserting ranges only move or free blocks.
+    pub fn fallocate(&self, file: &OpenFile, offset: u64, length: u64, mode: i32) -> Result<()> {
+        let (off, len) = (to_off(offset)?, to_off(length)?);
+        off.checked_add(len).ok_or(Error::TooLarge)?;
+        let call = |file: &File| {
+            // SAFETY: plain syscall on an owned descriptor.
+            if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) } != 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            Ok(())
+        };
+        const MOVES_OR_FREES: i32 =
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
+        if mode & MOVES_OR_FREES != 0 || length == 0 {
+            self.measured(file, call)
+        } else {
+            self.allocating(file, offset, length, Fit::Whole, |f, _| call(f).map(|()| length)).map(drop)
+        }
+    }
+
+    pub fn lseek(&self, file: &OpenFile, offset: i64, whence: i32) -> Result<i64> {
+        let file = self.data_of(file, Use::Read)?;
+        // SAFETY: plain syscall on an owned descriptor; it moves only our private offset.
+        let pos = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+        if pos < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(pos)
+    }
+
+    /// Copies as much as the destination's volume has room for, like `write`.
+    pub fn copy_file_range(
+        &self,
+        src: &OpenFile,
+        src_offset: u64,
+        dst: &OpenFile,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<u64> {
+        let mut off_in = to_off(src_offset)?;
+        let mut off_out = to_off(dst_offset)?;
+        let len = len.min((i64::MAX as u64).saturating_sub(dst_offset));
+        let src = self.data_of(src, Use::Read)?;
+        self.allocating(dst, dst_offset, len, Fit::Prefix, |dst, fits| {
+            // SAFETY: both descriptors are owned; the offsets are ours.
+            let n = unsafe {
+                libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, fits as usize, 0)
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error().into());
+            }
+            Ok(n as u64)
+        })
+    }
+
+    /// Truncates a regular file and sets its times, which live in its data file: one its view
+    /// owns. Without an open file, opens one for the while.
+    pub(super) fn change_data(&self, ino: Ino, set: &SetAttr, file: Option<&OpenFile>) -> Result<()> {
+        let opened = match file {
+            Some(_) => None,
+            None => Some(self.open(ino)?),
+        };
+        let file = file.or(opened.as_ref()).expect("an open file");
+        let result = (|| {
+            if let Some(size) = set.size {
+                // Growing leaves a hole, which costs nothing; shrinking frees blocks.
+                self.measured(file, |f| Ok(f.set_len(size)?))?;
+            }
+            if set.atime.is_some() || set.mtime.is_some() {
+                let _cutting = self.changing_data();
+                set_times(&*self.data_of(file, Use::Change)?, set.atime, set.mtime)?;
+            }
+            Ok(())
+        })();
+        if opened.is_some() {
+            self.release(ino)?;
+        }
+        result
+    }
+
+    /// Whether the view of `file` owns its data file (no snapshot or clone shares it), so the
+    /// kernel may write it directly.
+    pub fn owns_data(&self, file: &OpenFile) -> Result<bool> {
+        Ok(file.bound().layer == self.meta.view(file.ino.view())?.head())
+    }
+
+    /// The data file `file` must use now. For a change, one its view owns: a data file shared
+    /// with a snapshot or clone is copied first, once, for every open file of the inode.
+    fn data_of(&self, file: &OpenFile, usage: Use) -> Result<Arc<File>> {
+        let head = self.meta.view(file.ino.view())?.head();
+        let bound = file.bound();
+        if bound.layer == head {
+            return Ok(bound.file);
+        }
+        let (id, layer) = match usage {
+            Use::Change => self.own_data(file.ino, head)?,
+            Use::Read => {
+                let inode = self.inode(file.ino)?;
+                (Self::data_id(&inode, file.ino)?, inode.data_layer)
+            }
+        };
+        let mut bound = file.bound.write().unwrap_or_else(|p| p.into_inner());
+        if bound.id != id {
+            bound.file = Arc::new(self.data.open(id)?);
+            bound.id = id;
+        }
+        bound.layer = layer;
+        Ok(bound.file.clone())
+    }
+
+    /// Gives the view of `ino` a data file of its own: a copy (holes stay holes, times kept)
+    /// of the one it shares, made durable before the inode points to it. Returns the data file
+    /// and its layer, `head`.
+    pub(super) fn own_data(&self, ino: Ino, head: LayerId) -> Result<(DataId, LayerId)> {
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        let shared = Self::data_id(&inode, ino)?;
+        if inode.data_layer == head {
+            return Ok((shared, head));
+        }
+        if self.meta.view(ino.view())?.read_only {
+            return Err(Error::ReadOnly(format!("inode {} belongs to a snapshot", ino.0)));
+        }
+        let mut txn = Txn::default();
+        let id = DataId(self.alloc_id(&mut txn));
+        let copy = self.data.create(id)?;
+        let copied = self.data.open(shared).map_err(Error::from).and_then(|src| {
+            crate::space::copy_sparse(&src, &copy)?;
+            let st = src.metadata()?;
+            copy.set_times(std::fs::FileTimes::new().set_accessed(st.accessed()?).set_modified(st.modified()?))?;
+            copy.sync_all()?;
+            Ok((allocated_total(&src)?, allocated_total(&copy)?))
+        });
+        inode.data = Some(id);
+        inode.data_layer = head;
+        txn.put_inode(ino, &inode);
+        let (was, now) = match copied.and_then(|sizes| self.meta.commit(txn).map(|()| sizes)) {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                let _ = self.data.remove(id);
+                return Err(e);
+            }
+        };
+        // The copy replaces the shared file in this volume's usage; holes and preallocated
+        // blocks the copy did not keep make the difference.
+        self.charge_file(ino, inode.volume, now as i64 - was as i64);
+        tracing::debug!(ino = ino.0, from = shared.0, to = id.0, "copied a shared data file before a change");
+        Ok((id, head))
+    }
+}
+
+/// futimens with UTIME_NOW and UTIME_OMIT, as utimensat(2) takes them.
+fn set_times(file: &File, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Result<()> {
+    let spec = |t: Option<TimeSet>| match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(TimeSet::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(TimeSet::At(t)) => libc::timespec { tv_sec: t.secs, tv_nsec: t.nanos.into() },
+    };
+    let times = [spec(atime), spec(mtime)];
+    // SAFETY: an owned descriptor and two timespecs.
+    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Snapshots and clones. Cutting one is O(1): the source's layers are frozen and shared, and
+//! the source continues in a new, empty layer (see `meta::LayerId`). A data file stays shared
+//! until a view that shares it changes the file; that view copies it first (`core::io`).
+//!
+//! Deleting a volume or snapshot drops the layers no remaining view reads, with the data files
+//! they own, and merges a layer that only one newer layer still reads into that one, so the
+//! space only the deleted view held comes back.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::Pool;
+use crate::error::{Error, Result};
+use crate::meta::{decode_inode, encode_inode, DataId, LayerId, LayerTable, Timestamp, Txn, Usage, Volume, VolumeId};
+use crate::names::VolumeName;
+
+/// What `volfs snapshot list` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct SnapshotInfo {
+    /// `VOLUME@SNAP`
+    pub name: String,
+    pub volume: String,
+    pub created_unix: i64,
+    /// Bytes of data blocks its files hold.
+    pub size_bytes: u64,
+    /// Bytes of data blocks no volume or other snapshot shares: what deleting it frees.
+    pub exclusive_bytes: u64,
+}
+
+/// Where a new volume's content comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Empty.
+    Nothing,
+    /// A clone of a volume as it is now.
+    Volume(String),
+    /// A restore of a snapshot (`VOLUME@SNAP`).
+    Snapshot(String),
+}
+
+/// Splits `VOLUME@SNAP`, checking both names.
+pub fn parse_snapshot_name(full: &str) -> Result<(VolumeName, VolumeName)> {
+    let (volume, snap) = full
+        .split_once('@')
+        .ok_or_else(|| Error::Invalid(format!("snapshot {full:?} must be named VOLUME@SNAPSHOT")))?;
+    let parse = |name: &str| VolumeName::parse(name).map_err(Error::Invalid);
+    Ok((parse(volume)?, parse(snap)?))
+}
+
+impl Pool {
+    /// Cuts a snapshot of `volume` named `volume@snap`: it holds every change completed before
+    /// the call and none after. Refused while the kernel reads or writes a file of the volume
+    /// directly (passthrough), since those writes could not be kept out of the snapshot.
+    pub fn create_snapshot(&self, volume: &VolumeName, snap: &VolumeName) -> Result<Volume> {
+        let name = format!("{volume}@{snap}");
+        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
+        if self.core.meta().volume(&name)?.is_some() {
+            return Err(Error::Exists(format!("snapshot {name}")));
+        }
+        let source = self.writable_volume(volume.as_str())?;
+        self.cut(&source, &name, true, source.capacity)
+    }
+
+    /// Creates volume `name` from `source`: a clone of a volume or a restore of a snapshot,
+    /// sharing its records and data until either side changes them. A capacity below what the
+    /// source holds is refused.
+    pub fn create_volume_from(&self, name: &VolumeName, source: &Source, capacity: Option<u64>) -> Result<Volume> {
+        let source_name = match source {
+            Source::Nothing => return self.create_volume(name, capacity.unwrap_or(0)),
+            Source::Volume(v) => v,
+            Source::Snapshot(s) => s,
+        };
+        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
+        if self.core.meta().volume(name.as_str())?.is_some() {
+            return Err(Error::Exists(format!("volume {name}")));
+        }
+        let from = match source {
+            Source::Snapshot(s) => {
+                parse_snapshot_name(s)?;
+                self.volume(s)?
+            }
+            _ => self.writable_volume(source_name)?,
+        };
+        let capacity = capacity.unwrap_or(from.capacity);
+        let held = self.core.space_of(from.id)?.used;
+        if capacity > 0 && capacity < held {
+            return Err(Error::Invalid(format!(
+                "{source_name} holds {} ({held} bytes); a capacity of {capacity} bytes is less",
+                crate::quantity::HumanBytes(held)
+            )));
+        }
+        self.cut(&from, name.as_str(), false, capacity)
+    }
+
+    /// A volume (not a snapshot) by name.
+    fn writable_volume(&self, name: &str) -> Result<Volume> {
+        let volume = self.volume(name)?;
+        if volume.is_snapshot() {
+            return Err(Error::Invalid(format!("{name} is a snapshot; name a volume")));
+        }
+        Ok(volume)
+    }
+
+    /// Makes a new view `name` that shares everything `from` holds now: a read-only snapshot,
+    /// or a writable volume. A writable source goes on in a new layer of its own. The caller
+    /// holds the cut and write locks.
+    fn cut(&self, from: &Volume, name: &str, snapshot: bool, capacity: u64) -> Result<Volume> {
+        if !from.is_snapshot() && self.core.has_passthrough_files(from.id) {
+            return Err(Error::Busy(format!(
+                "volume {} has files open with passthrough I/O (the kernel changes them directly); \
+                 close them, or mount the volume with --no-passthrough or give it a capacity",
+                from.name
+            )));
+        }
+        let core = &self.core;
+        let meta = core.meta();
+        let mut txn = Txn::default();
+        let id = VolumeId(core.alloc_id(&mut txn));
+        let view = core.alloc_view(&mut txn)?;
+        let mut layers = from.layers.clone();
+        if !snapshot {
+            layers.insert(0, core.alloc_id(&mut txn));
+        }
+        if !from.is_snapshot() {
+            let mut source = from.clone();
+            source.layers.insert(0, core.alloc_id(&mut txn));
+            txn.put_volume(&source);
+        }
+        let new = Volume {
+            id,
+            name: name.to_string(),
+            root: from.root.in_view(view),
+            capacity,
+            created: Timestamp::now(),
+            view,
+            layers,
+            snapshot_of: snapshot.then(|| from.name.clone()),
+        };
+        let used = core.space_of(from.id)?.used;
+        txn.put_volume(&new);
+        txn.put_usage(id, &Usage { inodes: meta.usage(from.id)?.inodes, bytes: used });
+        meta.commit(txn)?;
+        core.start_account(id, capacity, used);
+        tracing::info!(from = %from.name, to = %new.name, snapshot, "cut");
+        Ok(new)
+    }
+
+    /// Every snapshot, or those of one volume, oldest first.
+    pub fn snapshots(&self, of: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+        let meta = self.core.meta();
+        let mut snapshots: Vec<Volume> = meta
+            .volumes()?
+            .into_iter()
+            .filter(|v| v.snapshot_of.as_deref().is_some_and(|s| of.is_none_or(|o| o == s)))
+            .collect();
+        if let Some(volume) = of {
+            if snapshots.is_empty() {
+                self.writable_volume(volume)?;
+            }
+        }
+        snapshots.sort_by_key(|s| (s.created, s.name.clone()));
+        // Which views read each data file.
+        let mut readers: HashMap<DataId, HashSet<VolumeId>> = HashMap::new();
+        for (_, inode) in meta.all_inodes()? {
+            if let Some(id) = inode.data {
+                readers.entry(id).or_default().insert(inode.volume);
+            }
+        }
+        snapshots
+            .iter()
+            .map(|s| {
+                let mut exclusive = 0;
+                for (id, views) in &readers {
+                    if views.len() == 1 && views.contains(&s.id) {
+                        exclusive += crate::space::allocated_total(&self.core.data().open(*id)?)?;
+                    }
+                }
+                Ok(SnapshotInfo {
+                    name: s.name.clone(),
+                    volume: s.snapshot_of.clone().unwrap_or_default(),
+                    created_unix: s.created.secs,
+                    size_bytes: self.core.space_of(s.id)?.used,
+                    exclusive_bytes: exclusive,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes snapshot `VOLUME@SNAP`; the space only it held comes back.
+    pub fn delete_snapshot(&self, full: &str) -> Result<()> {
+        parse_snapshot_name(full)?;
+        let snapshot = self.volume(full).map_err(|_| Error::NotFound(format!("snapshot {full}")))?;
+        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
+        self.drop_view(&snapshot)
+    }
+
+    /// Removes a view's record and its orphans, then collects the layers it leaves unread or
+    /// read through a single newer layer. The caller holds the cut and write locks.
+    pub(super) fn drop_view(&self, volume: &Volume) -> Result<()> {
+        let meta = self.core.meta();
+        let mut txn = Txn::default();
+        for ino in meta.orphans()?.into_iter().filter(|o| o.view() == volume.view) {
+            txn.delete_orphan(ino);
+        }
+        txn.delete_volume(volume);
+        meta.commit(txn)?;
+        self.core.forget_account(volume.id);
+        self.collect_layers(&volume.layers)?;
+        // A layer several views still read may hold the only reference to a data file that
+        // every one of them has replaced: no view sees it any more.
+        let unseen = self.unreferenced_data()?;
+        self.remove_unshared(&unseen);
+        Ok(())
+    }
+
+    /// Drops each of `candidates` that no view reads (with the data files it owns) and merges
+    /// one that every view reading it reads through the same newer layer into that layer.
+    fn collect_layers(&self, candidates: &[LayerId]) -> Result<()> {
+        let mut pending: Vec<LayerId> = candidates.to_vec();
+        while let Some(layer) = pending.pop() {
+            let volumes = self.core.meta().volumes()?;
+            let readers: Vec<&Volume> = volumes.iter().filter(|v| v.layers.contains(&layer)).collect();
+            if readers.is_empty() {
+                self.drop_layer(layer)?;
+                continue;
+            }
+            let newer: HashSet<Option<LayerId>> = readers
+                .iter()
+                .map(|v| {
+                    let at = v.layers.iter().position(|l| *l == layer).expect("reads the layer");
+                    at.checked_sub(1).map(|i| v.layers[i])
+                })
+                .collect();
+            // A view's own newest layer stays; so does one that views read through different layers.
+            if let [Some(into)] = newer.into_iter().collect::<Vec<_>>()[..] {
+                self.merge_layer(layer, into, &volumes)?;
+                pending.push(into);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every record of a layer no view reads, and the data files it owns.
+    fn drop_layer(&self, layer: LayerId) -> Result<()> {
+        let meta = self.core.meta();
+        let mut txn = Txn::default();
+        let mut freed = Vec::new();
+        for table in LayerTable::ALL {
+            for (key, record) in meta.layer_records(table, layer)? {
+                if let (LayerTable::Inodes, Some(record)) = (table, &record) {
+                    let inode = decode_inode(record)?;
+                    if inode.data_layer == layer {
+                        freed.extend(inode.data);
+                    }
+                }
+                txn.delete_layer_record(table, layer, &key);
+            }
+        }
+        meta.commit(txn)?;
+        self.remove_unshared(&freed);
+        Ok(())
+    }
+
+    /// Moves the records of `layer` that `into` does not override into `into`, and removes the
+    /// rest with the data files only they referred to. Every view reading `layer` reads `into`
+    /// just before it, so none sees a difference.
+    fn merge_layer(&self, layer: LayerId, into: LayerId, volumes: &[Volume]) -> Result<()> {
+        let meta = self.core.meta();
+        let mut txn = Txn::default();
+        let mut freed: Vec<DataId> = Vec::new();
+        for table in LayerTable::ALL {
+            for (key, record) in meta.layer_records(table, layer)? {
+                txn.delete_layer_record(table, layer, &key);
+                let newer = meta.layer_record(table, into, &key)?;
+                if table != LayerTable::Inodes {
+                    if newer.is_none() {
+                        txn.put_layer_record(table, into, &key, record);
+                    }
+                    continue;
+                }
+                let old = record.as_deref().map(decode_inode).transpose()?;
+                let owned = old.as_ref().and_then(|i| i.data.filter(|_| i.data_layer == layer));
+                match newer {
+                    // The newer layer does not touch the inode: the record moves up, and with it
+                    // the ownership of its data file.
+                    None => {
+                        let moved = old.map(|mut i| {
+                            if i.data_layer == layer {
+                                i.data_layer = into;
+                            }
+                            encode_inode(&i)
+                        });
+                        txn.put_layer_record(table, into, &key, moved);
+                    }
+                    Some(newer) => {
+                        let newer = newer.as_deref().map(decode_inode).transpose()?;
+                        match (owned, newer) {
+                            // The newer record still uses the data file: it owns it now.
+                            (Some(id), Some(mut n)) if n.data == Some(id) => {
+                                n.data_layer = into;
+                                txn.put_layer_record(table, into, &key, Some(encode_inode(&n)));
+                            }
+                            (Some(id), _) => freed.push(id),
+                            (None, _) => {}
+                        }
+                    }
+                }
+            }
+        }
+        for v in volumes.iter().filter(|v| v.layers.contains(&layer)) {
+            let mut v = v.clone();
+            v.layers.retain(|l| *l != layer);
+            txn.put_volume(&v);
+        }
+        meta.commit(txn)?;
+        self.remove_unshared(&freed);
+        Ok(())
+    }
+
+    /// Removes data files no view reads any more (their blocks were in no volume's usage).
+    fn remove_unshared(&self, ids: &[DataId]) {
+        for &id in ids {
+            if let Err(e) = self.core.data().remove(id) {
+                // fsck --repair reclaims a data file left behind.
+                tracing::warn!(data = id.0, error = %e, "could not remove data file");
+            }
+        }
+    }
+}
