@@ -280,6 +280,9 @@ impl LayerTable {
     }
 }
 
+/// A record as a layer stores it: its key within the layer, and the record (None: a tombstone).
+pub type LayerRecord = (Vec<u8>, Option<Vec<u8>>);
+
 /// One change in a transaction.
 #[derive(Debug)]
 pub enum Op {
@@ -782,7 +785,7 @@ impl Meta {
 
     /// Every record `layer` holds in `table`, as stored: key within the layer, and the record
     /// (None: a tombstone).
-    pub fn layer_records(&self, table: LayerTable, layer: LayerId) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    pub fn layer_records(&self, table: LayerTable, layer: LayerId) -> Result<Vec<LayerRecord>> {
         let prefix = layer.to_be_bytes();
         Ok(self
             .store
