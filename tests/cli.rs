@@ -10,24 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{is_mountpoint, run_bounded, wait_child, wait_pid_exit, MountOpts, TestPool, VOLFS};
+use common::{assert_fails_naming, is_mountpoint, run_bounded, wait_child, wait_pid_exit, MountOpts, TestPool, VOLFS};
 use serde_json::{json, Value};
-
-/// Asserts that a command failed with exactly one line on stderr and nothing on stdout, and
-/// that the line names each of `names`. Returns the line.
-fn assert_fails_naming(out: &Output, what: &str, names: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!out.status.success(), "{what}: succeeded, stdout {stdout:?}");
-    assert_eq!(stdout, "", "{what}: printed on stdout");
-    let text = stderr.trim_end_matches('\n');
-    assert!(!text.is_empty(), "{what}: nothing on stderr");
-    assert!(!text.contains('\n'), "{what}: stderr is more than one line:\n{stderr}");
-    for name in names {
-        assert!(text.contains(name), "{what}: stderr does not name {name:?}: {text}");
-    }
-    text.to_string()
-}
 
 /// What the pool holds: its volumes as `volume list --json` shows them.
 fn volumes(pool: &TestPool) -> Value {

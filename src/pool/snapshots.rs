@@ -44,7 +44,7 @@ pub fn parse_snapshot_name(full: &str) -> Result<(VolumeName, VolumeName)> {
     let (volume, snap) = full
         .split_once('@')
         .ok_or_else(|| Error::Invalid(format!("snapshot {full:?} must be named VOLUME@SNAPSHOT")))?;
-    let parse = |name: &str| VolumeName::parse(name).map_err(Error::Invalid);
+    let parse = |name: &str| VolumeName::parse(name).map_err(|e| Error::Invalid(format!("snapshot {full:?}: {e}")));
     Ok((parse(volume)?, parse(snap)?))
 }
 

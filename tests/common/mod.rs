@@ -419,3 +419,19 @@ fn switch_credentials(uid: u32, gid: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Asserts that a command failed with exactly one line on stderr and nothing on stdout, and
+/// that the line names each of `names`. Returns the line.
+pub fn assert_fails_naming(out: &Output, what: &str, names: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{what}: succeeded, stdout {stdout:?}");
+    assert_eq!(stdout, "", "{what}: printed on stdout");
+    let text = stderr.trim_end_matches('\n');
+    assert!(!text.is_empty(), "{what}: nothing on stderr");
+    assert!(!text.contains('\n'), "{what}: stderr is more than one line:\n{stderr}");
+    for name in names {
+        assert!(text.contains(name), "{what}: stderr does not name {name:?}: {text}");
+    }
+    text.to_string()
+}
