@@ -339,11 +339,12 @@ impl Core {
     }
 
     /// Gives the view of `ino` a data file of its own: a copy (holes stay holes, times kept)
-    /// of the one it shares, made durable before the inode points to it. Returns the data file
-    /// and its layer, `head`.
+    /// of the one it shares, made durable before the inode points to it. The copy runs without
+    /// the write lock, so other metadata changes go on meanwhile; one copy per inode at a time.
+    /// Returns the data file and its layer, `head`.
     pub(super) fn own_data(&self, ino: Ino, head: LayerId) -> Result<(DataId, LayerId)> {
-        let _w = self.lock();
-        let mut inode = self.inode(ino)?;
+        let _io = self.io_lock(ino);
+        let inode = self.inode(ino)?;
         let shared = Self::data_id(&inode, ino)?;
         if inode.data_layer == head {
             return Ok((shared, head));
@@ -353,19 +354,26 @@ impl Core {
         }
         let mut txn = Txn::default();
         let id = DataId(self.alloc_id(&mut txn));
-        let copy = self.data.create(id)?;
-        let copied = self.data.open(shared).map_err(Error::from).and_then(|src| {
+        let copied = self.data.create(id).map_err(Error::from).and_then(|copy| {
+            let src = self.data.open(shared)?;
             crate::space::copy_sparse(&src, &copy)?;
             let st = src.metadata()?;
             copy.set_times(std::fs::FileTimes::new().set_accessed(st.accessed()?).set_modified(st.modified()?))?;
             copy.sync_all()?;
             Ok((allocated_total(&src)?, allocated_total(&copy)?))
         });
-        inode.data = Some(id);
-        inode.data_layer = head;
-        txn.put_inode(ino, &inode);
-        let (was, now) = match copied.and_then(|sizes| self.meta.commit(txn).map(|()| sizes)) {
-            Ok(sizes) => sizes,
+        let committed = copied.and_then(|sizes| {
+            let _w = self.lock();
+            // Re-read: other fields may have changed while the data was copied.
+            let mut inode = self.inode(ino)?;
+            inode.data = Some(id);
+            inode.data_layer = head;
+            txn.put_inode(ino, &inode);
+            self.meta.commit(txn)?;
+            Ok((sizes, inode.volume))
+        });
+        let ((was, now), volume) = match committed {
+            Ok(done) => done,
             Err(e) => {
                 let _ = self.data.remove(id);
                 return Err(e);
@@ -373,7 +381,7 @@ impl Core {
         };
         // The copy replaces the shared file in this volume's usage; holes and preallocated
         // blocks the copy did not keep make the difference.
-        self.charge_file(ino, inode.volume, now as i64 - was as i64);
+        self.charge_file(ino, volume, now as i64 - was as i64);
         tracing::debug!(ino = ino.0, from = shared.0, to = id.0, "copied a shared data file before a change");
         Ok((id, head))
     }
