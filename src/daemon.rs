@@ -138,8 +138,7 @@ impl Service {
             Request::CreateSnapshot { volume, name } => {
                 let (volume, name) = (VolumeName::parse(&volume)?, VolumeName::parse(&name)?);
                 let snapshot = self.pool.create_snapshot(&volume, &name).map_err(err)?;
-                let info = self.pool.snapshots(Some(volume.as_str())).map_err(err)?;
-                Ok(json!(info.into_iter().find(|s| s.name == snapshot.name)))
+                Ok(json!(self.pool.snapshot_info(&snapshot, 0).map_err(err)?))
             }
             Request::ListSnapshots { volume } => Ok(json!(self.pool.snapshots(volume.as_deref()).map_err(err)?)),
             Request::DeleteSnapshot { name } => {

@@ -176,15 +176,21 @@ impl Pool {
                         exclusive += crate::space::allocated_total(&self.core.data().open(*id)?)?;
                     }
                 }
-                Ok(SnapshotInfo {
-                    name: s.name.clone(),
-                    volume: s.snapshot_of.clone().unwrap_or_default(),
-                    created_unix: s.created.secs,
-                    size_bytes: self.core.space_of(s.id)?.used,
-                    exclusive_bytes: exclusive,
-                })
+                self.snapshot_info(s, exclusive)
             })
             .collect()
+    }
+
+    /// What `volfs snapshot list` shows of `snapshot`, given the bytes only it holds (none at
+    /// the moment it is cut).
+    pub fn snapshot_info(&self, snapshot: &Volume, exclusive_bytes: u64) -> Result<SnapshotInfo> {
+        Ok(SnapshotInfo {
+            name: snapshot.name.clone(),
+            volume: snapshot.snapshot_of.clone().unwrap_or_default(),
+            created_unix: snapshot.created.secs,
+            size_bytes: self.core.space_of(snapshot.id)?.used,
+            exclusive_bytes,
+        })
     }
 
     /// Deletes snapshot `VOLUME@SNAP`; the space only it held comes back.
