@@ -43,6 +43,7 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
     let mut reachable: HashSet<Ino> = HashSet::new();
     let volumes = meta.volumes()?;
     report.volumes = volumes.len();
+    let views = meta.views();
     // Usage in bytes is exact in a running daemon and in the records of a cleanly closed pool;
     // after an unclean stop the next start recounts it.
     let bytes_known = !offline || pool.closed_cleanly();
@@ -148,7 +149,10 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
         }
         if !reachable.contains(ino) {
             if orphans.contains(ino) && inode.nlink == 0 {
-                report.reclaimable.push(format!("inode {}: unlinked while open", ino.0));
+                // A snapshot keeps a file that was open, unlinked, at its cut; it goes with it.
+                if !views.get(&ino.view()).is_some_and(|v| v.read_only) {
+                    report.reclaimable.push(format!("inode {}: unlinked while open", ino.0));
+                }
             } else {
                 report.problems.push(format!("inode {}: not reachable from any volume", ino.0));
             }
@@ -168,7 +172,6 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
     }
     // Layers: every one holding records is read by some view, and a file's data belongs to a
     // layer its view reads.
-    let views = meta.views();
     let read: HashSet<u64> = views.values().flat_map(|v| v.layers.iter().copied()).collect();
     for layer in meta.layers_with_records()? {
         if !read.contains(&layer) {

@@ -116,8 +116,18 @@ impl Pool {
         let mut freed: Vec<DataFile> = Vec::new();
         let mut usage: HashMap<VolumeId, Usage> = HashMap::new();
         for &ino in orphans {
+            // A snapshot keeps what was open at its cut until it is deleted.
+            if meta.view(ino.view()).is_ok_and(|v| v.read_only) {
+                continue;
+            }
             txn.delete_orphan(ino);
-            let Some(inode) = meta.inode(ino)? else { continue };
+            let Some(inode) = meta.inode(ino).or_else(|e| match e {
+                Error::NotFound(_) => Ok(None),
+                e => Err(e),
+            })?
+            else {
+                continue;
+            };
             if inode.nlink > 0 {
                 continue;
             }

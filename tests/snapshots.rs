@@ -506,3 +506,34 @@ fn a_subpath_view_of_a_snapshot_shows_that_directory_as_it_was() {
     let out = pool.run(&["mount", "a@s", pool.fresh_dir().to_str().unwrap(), "--subpath", "new/dir", "--create"]);
     assert_fails_naming(&out, "--create in a snapshot", &["a@s"]);
 }
+
+#[test]
+fn a_file_unlinked_while_open_at_the_cut_leaves_no_trace_in_snapshots_or_clones() {
+    let pool = TestPool::new();
+    pool.create_volume("a", Some("1Gi"));
+    let m = pool.mount("a", MountOpts::default());
+    fs::write(m.join("gone"), vec![1u8; MIB as usize]).unwrap();
+    fs::write(m.join("kept"), b"kept").unwrap();
+    let open = File::open(m.join("gone")).unwrap();
+    fs::remove_file(m.join("gone")).unwrap();
+    pool.ok(&["snapshot", "create", "a", "s"]);
+    pool.ok(&["volume", "create", "c", "--from-volume", "a"]);
+    // The open file, and the clone's copy of it, are reclaimable; nothing is damaged.
+    let report = pool.json(&["fsck"]);
+    assert_eq!(report["problems"], serde_json::json!([]), "fsck: {report}");
+    assert_eq!(report["reclaimable"].as_array().unwrap().len(), 2, "fsck: {report}");
+    let c = pool.mount("c", MountOpts::default());
+    assert_eq!(tree(c.path()), BTreeMap::from([("kept".to_string(), "kept".to_string())]));
+    let mut buf = vec![0u8; 4];
+    open.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [1u8; 4]);
+    drop(open);
+    drop(c);
+    drop(m);
+    assert!(pool.shutdown());
+    // The next start reclaims what the clone inherited of the open file.
+    let m = pool.mount("a", MountOpts::default());
+    assert_eq!(fs::read(m.join("kept")).unwrap(), b"kept");
+    fsck_clean(&pool);
+    assert_eq!(pool.json(&["volume", "inspect", "c"])["used_bytes"], 4096);
+}

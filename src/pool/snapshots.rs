@@ -138,6 +138,11 @@ impl Pool {
             snapshot_of: snapshot.then(|| from.name.clone()),
         };
         let used = core.space_of(from.id)?.used;
+        // Files open but unlinked at the cut are orphans of the new view too: a clone reclaims
+        // them at the next start, a snapshot keeps them until it goes.
+        for orphan in meta.orphans()?.into_iter().filter(|o| o.view() == from.view) {
+            txn.put_orphan(orphan.in_view(view));
+        }
         txn.put_volume(&new);
         txn.put_usage(id, &Usage { inodes: meta.usage(from.id)?.inodes, bytes: used });
         meta.commit(txn)?;
