@@ -232,8 +232,8 @@ impl Core {
         self.cut.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Held while a snapshot or clone is cut: no file data changes meanwhile. Taken before
-    /// the write lock.
+    /// Held while a snapshot or clone is cut (or fsck looks at data files): no file data
+    /// changes meanwhile. Taken before the write lock.
     pub(crate) fn cutting(&self) -> RwLockWriteGuard<'_, ()> {
         self.cut.write().unwrap_or_else(|p| p.into_inner())
     }

@@ -34,7 +34,8 @@ impl FsckReport {
 pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
     let core = pool.core();
     let meta = core.meta();
-    let _w = core.lock();
+    // No data changes meanwhile either: a copy in progress would look like a stray data file.
+    let (_cutting, _w) = (core.cutting(), core.lock());
     let mut report = FsckReport::default();
     let inodes: HashMap<Ino, Inode> = meta.all_inodes()?.into_iter().collect();
     report.inodes = inodes.len();
