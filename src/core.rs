@@ -160,8 +160,10 @@ const READDIR_BATCH: usize = 256;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DataFile {
     pub volume: VolumeId,
+    /// The inode it belonged to.
+    pub ino: Ino,
     pub id: DataId,
-    /// A snapshot or clone still reads it.
+    /// Another view (a snapshot or clone) may still read it.
     pub shared: bool,
 }
 
@@ -529,24 +531,46 @@ impl Core {
         }
         self.change_usage(txn, inode.volume, -1)?;
         let owned = inode.data_layer == self.meta.view(ino.view())?.head();
-        Ok(inode.data.map(|id| DataFile { volume: inode.volume, id, shared: !owned }))
+        Ok(inode.data.map(|id| DataFile { volume: inode.volume, ino, id, shared: !owned }))
     }
 
     /// A volume lets go of a data file: its blocks leave the volume's usage, and the file goes
     /// unless a snapshot or clone still shares it.
     pub(crate) fn remove_data(&self, data: Option<DataFile>) {
-        let Some(DataFile { volume, id, shared }) = data else { return };
+        let Some(DataFile { volume, ino, id, shared }) = data else { return };
         match self.data.open(id).and_then(|f| allocated_total(&f)) {
             Ok(bytes) => self.charge(volume, -(bytes as i64)),
             Err(e) => tracing::warn!(data = id.0, error = %e, "could not count the blocks of a data file"),
         }
         if shared {
-            return;
+            match self.seen_elsewhere(ino, id) {
+                Ok(false) => tracing::debug!(data = id.0, "no view reads a shared data file any more"),
+                Ok(true) => return,
+                Err(e) => {
+                    // Kept: the next delete of a view, or fsck --repair, reclaims it.
+                    tracing::warn!(data = id.0, error = %e, "could not tell whether another view reads a data file");
+                    return;
+                }
+            }
         }
         if let Err(e) = self.data.remove(id) {
             // fsck --repair reclaims a data file left behind.
             tracing::warn!(data = id.0, error = %e, "could not remove data file");
         }
+    }
+
+    /// Whether a view other than that of `ino` still sees data file `id` as the inode's data.
+    /// Only the views of one lineage share inode numbers, so asking each view is enough.
+    pub(super) fn seen_elsewhere(&self, ino: Ino, id: DataId) -> Result<bool> {
+        for (&view, _) in self.meta.views().iter() {
+            if view == ino.view() {
+                continue;
+            }
+            if self.meta.inode(ino.in_view(view))?.is_some_and(|i| i.data == Some(id)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Removes a name; returns the inode that lost a link.

@@ -141,7 +141,7 @@ impl Pool {
             };
             u.inodes = u.inodes.saturating_sub(1);
             let shared = inode.data_layer != meta.view(ino.view())?.head();
-            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, id, shared }));
+            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, ino, id, shared }));
         }
         for (volume, u) in &usage {
             txn.put_usage(*volume, u);

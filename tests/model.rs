@@ -1,9 +1,16 @@
 //! A reference-model property test of the filesystem core. Random sequences of operations on a
 //! small name space run against the core and against `Model`, a plain in-memory tree of
 //! inodes. After every step both must agree on the result (success or the same errno), on the
-//! whole tree (names, kinds, links, modes, owners, contents, symlink targets, xattrs) and on the
-//! files still open, and fsck must find no problem. Each case ends by closing and reopening
-//! the pool and comparing again.
+//! whole tree (names, kinds, links, modes, owners, contents, symlink targets, xattrs), on the
+//! files still open and on each volume's usage and capacity, and fsck must find no problem.
+//! Each case ends by closing and reopening the pool and comparing again, then deletes every
+//! volume and snapshot one at a time, comparing what is left after each.
+//!
+//! A case works on several views of one pool: the volume it starts with, snapshots, clones and
+//! restores, each with a model of its own. Cutting one deep-copies the model of its source, so
+//! any change that leaks from a view into another (or into a snapshot, which refuses every
+//! change with EROFS) shows as a difference. Deleting a view, resizing a volume and reopening
+//! the pool must leave every other view as it was.
 //!
 //! Paths are resolved here, one `lookup` at a time, as the kernel would before it calls the
 //! filesystem: the core is only ever asked about a directory that the walk found, and
@@ -12,6 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use proptest::collection::vec;
@@ -23,7 +31,7 @@ use volfs::core::{Caller, Core, NodeSpec, OpenFile, RenameMode, SetAttr, XattrMo
 use volfs::fsck;
 use volfs::meta::{Ino, Kind, Volume};
 use volfs::names::VolumeName;
-use volfs::pool::{OpenMode, Pool};
+use volfs::pool::{OpenMode, Pool, Source};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const XATTRS: [&str; 2] = ["user.x", "trusted.y"];
@@ -33,6 +41,15 @@ const CALLERS: [Caller; 3] =
     [Caller { uid: 1000, gid: 1000 }, Caller { uid: 0, gid: 0 }, Caller { uid: 1001, gid: 50 }];
 const UIDS: [u32; 3] = [0, 1000, 1001];
 const GIDS: [Option<u32>; 3] = [None, Some(0), Some(50)];
+/// The volume every case starts with.
+const FIRST: &str = "v";
+/// Names of snapshots (`VOLUME@SNAP`) and of clones and restores: few, so that a name meets one
+/// still in use, or one a deleted volume's snapshot still holds.
+const SNAPS: [&str; 2] = ["s0", "s1"];
+const CLONES: [&str; 3] = ["c0", "c1", "c2"];
+/// The largest capacity, in blocks of the pool's filesystem; every file stays within its
+/// first block.
+const MAX_BLOCKS: u64 = 8;
 
 /// A path below the volume's root, as indices into `NAMES`.
 #[derive(Clone, PartialEq, Eq)]
@@ -137,8 +154,85 @@ enum Op<P = Path> {
     Close {
         slot: usize,
     },
+}
+
+/// One step of a case: an operation on the files of one view, or on the views themselves. `V`
+/// is how it names views: `ViewTarget` as generated, the view's name once picked; `C` how it
+/// gives a capacity: `Room` as generated, bytes once picked.
+#[derive(Clone, Debug)]
+enum Step<P = Path, V = String, C = u64> {
+    On(V, Op<P>),
+    /// Cuts snapshot `VOLUME@SNAP` of a volume, `SNAP` from `SNAPS`.
+    Snapshot {
+        of: V,
+        name: usize,
+    },
+    /// Makes volume `CLONES[name]` from a view: a clone of a volume, or a restore of a
+    /// snapshot; with the capacity given, or else the source's.
+    Clone {
+        from: V,
+        name: usize,
+        capacity: Option<C>,
+    },
+    /// Closes the view's open files and deletes it; never the last volume.
+    Delete {
+        view: V,
+    },
+    /// Sets a view's capacity (a snapshot's is refused).
+    Resize {
+        view: V,
+        capacity: C,
+    },
     /// Closes the pool (files still open are simply dropped) and opens it again.
     Reopen,
+    /// A delete that found nothing it may delete.
+    Skip,
+}
+
+/// A view as generated: picked among the views alive when the step runs.
+#[derive(Clone, Debug)]
+enum ViewTarget {
+    /// A volume: the first one or a clone.
+    Volume(Index),
+    /// Any view, snapshots too.
+    Any(Index),
+    /// By name, for hand-written sequences.
+    Named(&'static str),
+}
+
+/// A capacity as generated, mostly about what the view holds, so that it runs out of room.
+#[derive(Clone, Copy, Debug)]
+enum Room {
+    /// This many blocks of the pool's filesystem.
+    Blocks(u64),
+    /// A byte less than the view holds (a byte if it holds nothing).
+    Short,
+    /// What the view holds, and this many half blocks more.
+    Spare(u64),
+}
+
+impl Room {
+    /// The capacity in bytes.
+    fn pick(self, view: &Model) -> u64 {
+        match self {
+            Room::Blocks(n) => n * view.block,
+            Room::Short => view.bytes().saturating_sub(1).max(1),
+            Room::Spare(n) => view.bytes() + n * view.block / 2,
+        }
+    }
+}
+
+impl ViewTarget {
+    /// The name of the view picked among `views` (only volumes for `Volume`), if there is one.
+    fn pick<'a>(&self, views: impl Iterator<Item = &'a Model>) -> Option<String> {
+        let (i, volumes_only) = match self {
+            ViewTarget::Volume(i) => (i, true),
+            ViewTarget::Any(i) => (i, false),
+            ViewTarget::Named(name) => return Some(name.to_string()),
+        };
+        let names: Vec<&str> = views.filter(|m| !(volumes_only && m.read_only)).map(|m| &m.name[..]).collect();
+        (!names.is_empty()).then(|| names[i.index(names.len())].to_string())
+    }
 }
 
 /// A path as generated: most operations should meet something that exists, so most paths
@@ -210,7 +304,37 @@ impl Op<Target> {
             }
             Op::TruncateOpen { slot, size } => Op::TruncateOpen { slot: *slot, size: *size },
             Op::Close { slot } => Op::Close { slot: *slot },
-            Op::Reopen => Op::Reopen,
+        }
+    }
+}
+
+impl Step<Target, ViewTarget, Room> {
+    /// The step with its view and paths picked from `world`.
+    fn pick(&self, world: &World) -> Step {
+        let view = |v: &ViewTarget| v.pick(world.views.iter()).expect("there is always a volume");
+        match self {
+            Step::On(v, op) => {
+                let name = view(v);
+                let op = op.pick(world.view(&name));
+                Step::On(name, op)
+            }
+            Step::Snapshot { of, name } => Step::Snapshot { of: view(of), name: *name },
+            Step::Clone { from, name, capacity } => {
+                let from = view(from);
+                let capacity = capacity.map(|c| c.pick(world.view(&from)));
+                Step::Clone { from, name: *name, capacity }
+            }
+            Step::Delete { view } => match view.pick(world.views.iter().filter(|m| world.deletable(m))) {
+                Some(view) => Step::Delete { view },
+                None => Step::Skip,
+            },
+            Step::Resize { view: v, capacity } => {
+                let v = view(v);
+                let capacity = capacity.pick(world.view(&v));
+                Step::Resize { view: v, capacity }
+            }
+            Step::Reopen => Step::Reopen,
+            Step::Skip => Step::Skip,
         }
     }
 }
@@ -275,13 +399,49 @@ fn op() -> impl Strategy<Value = Op<Target>> {
             .prop_map(|(slot, offset, len, byte)| Op::WriteOpen { slot, offset, len, byte }),
         1 => (any::<usize>(), 0..80u64).prop_map(|(slot, size)| Op::TruncateOpen { slot, size }),
         2 => any::<usize>().prop_map(|slot| Op::Close { slot }),
-        1 => Just(Op::Reopen),
     ]
 }
 
-/// A starting tree, then up to 40 random operations.
-fn ops() -> impl Strategy<Value = Vec<Op<Target>>> {
-    (vec(make(4), 3..=10), vec(op(), 1..=40)).prop_map(|(setup, ops)| [setup, ops].concat())
+/// Mostly a volume; sometimes a snapshot, whose every change is refused.
+fn view() -> impl Strategy<Value = ViewTarget> {
+    prop_oneof![
+        6 => any::<Index>().prop_map(ViewTarget::Volume),
+        1 => any::<Index>().prop_map(ViewTarget::Any),
+    ]
+}
+
+fn room() -> impl Strategy<Value = Room> {
+    prop_oneof![
+        1 => (1..=MAX_BLOCKS).prop_map(Room::Blocks),
+        1 => Just(Room::Short),
+        2 => (0..=4u64).prop_map(Room::Spare),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step<Target, ViewTarget, Room>> {
+    let any_view = || any::<Index>().prop_map(ViewTarget::Any);
+    prop_oneof![
+        30 => (view(), op()).prop_map(|(v, op)| Step::On(v, op)),
+        2 => (any::<Index>().prop_map(ViewTarget::Volume), 0..SNAPS.len())
+            .prop_map(|(of, name)| Step::Snapshot { of, name }),
+        2 => (any_view(), 0..CLONES.len(), proptest::option::of(room()))
+            .prop_map(|(from, name, capacity)| Step::Clone { from, name, capacity }),
+        1 => any_view().prop_map(|view| Step::Delete { view }),
+        1 => (view(), room()).prop_map(|(view, capacity)| Step::Resize { view, capacity }),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+/// A capacity for the first volume in some cases, a starting tree in it, then up to 40 random
+/// steps.
+fn steps() -> impl Strategy<Value = Vec<Step<Target, ViewTarget, Room>>> {
+    let first = || ViewTarget::Named(FIRST);
+    let capacity = prop_oneof![3 => Just(None), 1 => room().prop_map(Some)];
+    let setup = vec(make(4).prop_map(move |op| Step::On(first(), op)), 3..=10);
+    (capacity, setup, vec(step(), 1..=40)).prop_map(move |(capacity, setup, steps)| {
+        let resize = capacity.map(|capacity| Step::Resize { view: first(), capacity });
+        resize.into_iter().chain(setup).chain(steps).collect()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,7 +473,7 @@ enum Body {
     Symlink(Vec<u8>),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Node {
     body: Body,
     perm: u32,
@@ -324,6 +484,9 @@ struct Node {
     /// The directory holding a directory.
     parent: MIno,
     xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// A regular file holds a data block: it was written since it was last emptied. Files
+    /// stay within their first block, so that is all the space they take.
+    block: bool,
 }
 
 impl Node {
@@ -340,7 +503,16 @@ impl Node {
     }
 }
 
+/// One view: a volume, or a snapshot of one (read-only).
+#[derive(Clone)]
 struct Model {
+    /// `VOLUME`, or `VOLUME@SNAP` for a snapshot.
+    name: String,
+    read_only: bool,
+    /// Bytes the view may hold; 0 for no limit.
+    capacity: u64,
+    /// The pool filesystem's block size.
+    block: u64,
     nodes: BTreeMap<MIno, Node>,
     next: MIno,
     /// How many handles each inode has open.
@@ -350,7 +522,8 @@ struct Model {
 }
 
 impl Model {
-    fn new() -> Model {
+    /// An empty volume.
+    fn new(name: &str, block: u64) -> Model {
         let root = Node {
             body: Body::Dir(BTreeMap::new()),
             perm: 0o777,
@@ -359,8 +532,57 @@ impl Model {
             nlink: 0,
             parent: ROOT,
             xattrs: BTreeMap::new(),
+            block: false,
         };
-        Model { nodes: BTreeMap::from([(ROOT, root)]), next: 1, opens: BTreeMap::new(), handles: Vec::new() }
+        Model {
+            name: name.to_string(),
+            read_only: false,
+            capacity: 0,
+            block,
+            nodes: BTreeMap::from([(ROOT, root)]),
+            next: 1,
+            opens: BTreeMap::new(),
+            handles: Vec::new(),
+        }
+    }
+
+    /// A snapshot or clone of this view as it is now: every inode, but no open file. Files
+    /// that were open without a name stay as orphans: a snapshot keeps them until it is
+    /// deleted, a clone until the pool is next opened.
+    fn copy(&self, name: &str, read_only: bool, capacity: u64) -> Model {
+        let mut copy = self.clone();
+        copy.name = name.to_string();
+        copy.read_only = read_only;
+        copy.capacity = capacity;
+        copy.handles.clear();
+        copy.opens.clear();
+        copy
+    }
+
+    /// Bytes of data blocks the view's files hold, those without a name included.
+    fn bytes(&self) -> u64 {
+        self.nodes.values().filter(|n| n.block).count() as u64 * self.block
+    }
+
+    /// Writes, unless the volume has no room for the block a file without one needs.
+    fn write(&mut self, ino: MIno, offset: u64, len: usize, byte: u8) -> Outcome {
+        if len == 0 {
+            return Ok(());
+        }
+        let room = self.capacity.saturating_sub(self.bytes());
+        if !self.node(ino).block && self.capacity > 0 && room < self.block {
+            return err(libc::ENOSPC);
+        }
+        write_at(self.file_mut(ino), offset, &vec![byte; len]);
+        self.nodes.get_mut(&ino).expect("file exists").block = true;
+        Ok(())
+    }
+
+    fn truncate(&mut self, ino: MIno, size: u64) {
+        self.file_mut(ino).resize(size as usize, 0);
+        if size == 0 {
+            self.nodes.get_mut(&ino).expect("file exists").block = false;
+        }
     }
 
     fn node(&self, ino: MIno) -> &Node {
@@ -458,7 +680,7 @@ impl Model {
         };
         let ino = self.next;
         self.next += 1;
-        let node = Node { body, perm, uid: caller.uid, gid, nlink: 1, parent, xattrs: BTreeMap::new() };
+        let node = Node { body, perm, uid: caller.uid, gid, nlink: 1, parent, xattrs: BTreeMap::new(), block: false };
         self.nodes.insert(ino, node);
         self.entries_mut(parent).insert(path.name().to_vec(), ino);
         Ok(())
@@ -525,7 +747,33 @@ impl Model {
         Ok(())
     }
 
+    /// Applies `op`. Through a snapshot, what would change anything fails with EROFS once
+    /// every other check has passed: only reading opens and closes, and renames that change
+    /// nothing (a name onto another name of the same inode), succeed.
     fn apply(&mut self, op: &Op) -> Outcome {
+        if !self.read_only {
+            return self.change(op);
+        }
+        let mut scratch = self.clone();
+        scratch.read_only = false;
+        scratch.capacity = 0;
+        scratch.change(op)?;
+        let changes = match op {
+            Op::Open { .. } | Op::Close { .. } => false,
+            Op::WriteOpen { .. } | Op::TruncateOpen { .. } => !self.handles.is_empty(),
+            Op::Rename { .. } => scratch.nodes != self.nodes,
+            _ => true,
+        };
+        if changes {
+            return err(libc::EROFS);
+        }
+        scratch.read_only = true;
+        scratch.capacity = self.capacity;
+        *self = scratch;
+        Ok(())
+    }
+
+    fn change(&mut self, op: &Op) -> Outcome {
         match op {
             Op::Create { path, perm, caller } => self.make(path, Body::File(Vec::new()), *perm, *caller),
             Op::Mkdir { path, perm, caller } => self.make(path, Body::Dir(BTreeMap::new()), *perm, *caller),
@@ -535,13 +783,12 @@ impl Model {
             Op::Write { path, offset, len, byte } => {
                 let ino = self.resolve(&path.0)?;
                 self.openable(ino)?;
-                write_at(self.file_mut(ino), *offset, &vec![*byte; *len]);
-                Ok(())
+                self.write(ino, *offset, *len, *byte)
             }
             Op::Truncate { path, size } => {
                 let ino = self.resolve(&path.0)?;
                 self.openable(ino)?;
-                self.file_mut(ino).resize(*size as usize, 0);
+                self.truncate(ino, *size);
                 Ok(())
             }
             Op::Rename { from, to, mode } => self.rename(from, to, *mode),
@@ -623,17 +870,13 @@ impl Model {
                 self.handles.push(ino);
                 Ok(())
             }
-            Op::WriteOpen { slot, offset, len, byte } => {
-                if let Some(slot) = self.slot(*slot) {
-                    let ino = self.handles[slot];
-                    write_at(self.file_mut(ino), *offset, &vec![*byte; *len]);
-                }
-                Ok(())
-            }
+            Op::WriteOpen { slot, offset, len, byte } => match self.slot(*slot) {
+                Some(slot) => self.write(self.handles[slot], *offset, *len, *byte),
+                None => Ok(()),
+            },
             Op::TruncateOpen { slot, size } => {
                 if let Some(slot) = self.slot(*slot) {
-                    let ino = self.handles[slot];
-                    self.file_mut(ino).resize(*size as usize, 0);
+                    self.truncate(self.handles[slot], *size);
                 }
                 Ok(())
             }
@@ -651,18 +894,16 @@ impl Model {
                 }
                 Ok(())
             }
-            Op::Reopen => {
-                self.reopen();
-                Ok(())
-            }
         }
     }
 
-    /// A restart closes every handle; files without names go.
+    /// A restart closes every handle; files without names go, except from a snapshot.
     fn reopen(&mut self) {
         self.handles.clear();
         self.opens.clear();
-        self.nodes.retain(|_, n| n.is_dir() || n.nlink > 0);
+        if !self.read_only {
+            self.nodes.retain(|_, n| n.is_dir() || n.nlink > 0);
+        }
     }
 
     /// Every path in the tree, in a fixed order: of directories only (the root's
@@ -689,7 +930,7 @@ impl Model {
         out
     }
 
-    /// Inodes without a name that are still open.
+    /// Inodes without a name: still open, or open at the cut of this snapshot or clone.
     fn orphans(&self) -> usize {
         self.nodes.values().filter(|n| !n.is_dir() && n.nlink == 0).count()
     }
@@ -706,6 +947,96 @@ fn write_at(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
     data[offset..offset + bytes.len()].copy_from_slice(bytes);
 }
 
+/// Every view of the pool, in the order they were made.
+struct World {
+    views: Vec<Model>,
+}
+
+impl World {
+    fn new(block: u64) -> World {
+        World { views: vec![Model::new(FIRST, block)] }
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.views.iter().position(|m| m.name == name)
+    }
+
+    fn view(&self, name: &str) -> &Model {
+        &self.views[self.find(name).expect("views are picked among the live ones")]
+    }
+
+    /// Any snapshot, and a volume unless it is the last one.
+    fn deletable(&self, view: &Model) -> bool {
+        view.read_only || self.views.iter().filter(|m| !m.read_only).count() > 1
+    }
+
+    fn apply(&mut self, step: &Step) -> Outcome {
+        match step {
+            Step::On(name, op) => {
+                let i = self.find(name).expect("picked");
+                self.views[i].apply(op)
+            }
+            Step::Snapshot { of, name } => {
+                let full = format!("{of}@{}", SNAPS[*name]);
+                if self.find(&full).is_some() {
+                    return err(libc::EEXIST);
+                }
+                let source = self.view(of);
+                if source.read_only {
+                    return err(libc::EINVAL);
+                }
+                let snapshot = source.copy(&full, true, source.capacity);
+                self.views.push(snapshot);
+                Ok(())
+            }
+            Step::Clone { from, name, capacity } => {
+                let name = CLONES[*name];
+                if self.find(name).is_some() {
+                    return err(libc::EEXIST);
+                }
+                let source = self.view(from);
+                let capacity = capacity.unwrap_or(source.capacity);
+                if capacity > 0 && capacity < source.bytes() {
+                    return err(libc::EINVAL);
+                }
+                let clone = source.copy(name, false, capacity);
+                self.views.push(clone);
+                Ok(())
+            }
+            Step::Delete { view } => {
+                let i = self.find(view).expect("picked");
+                self.views.remove(i);
+                Ok(())
+            }
+            Step::Resize { view, capacity } => {
+                let i = self.find(view).expect("picked");
+                let model = &mut self.views[i];
+                if model.read_only || *capacity < model.bytes() {
+                    return err(libc::EINVAL);
+                }
+                model.capacity = *capacity;
+                Ok(())
+            }
+            Step::Reopen => {
+                self.reopen();
+                Ok(())
+            }
+            Step::Skip => Ok(()),
+        }
+    }
+
+    fn reopen(&mut self) {
+        for model in &mut self.views {
+            model.reopen();
+        }
+    }
+
+    /// Orphans fsck may reclaim: those of volumes (a snapshot's stay with it).
+    fn reclaimable(&self) -> usize {
+        self.views.iter().filter(|m| !m.read_only).map(Model::orphans).sum()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The system under test
 // ---------------------------------------------------------------------------------------------
@@ -718,20 +1049,31 @@ struct Spares(Mutex<Vec<(tempfile::TempDir, u32)>>);
 
 const CASES_PER_POOL: u32 = 16;
 
-/// The core, in a pool of its own, with one volume. Fields drop in order: the pool closes
+/// The core, in a pool of its own, with its views. Fields drop in order: the pool closes
 /// before its directory goes.
 struct Sut {
     pool: Option<Pool>,
-    handles: Vec<(Ino, OpenFile)>,
-    vol: Volume,
+    views: Vec<View>,
+    /// The pool filesystem's block size.
+    block: u64,
     dir: PathBuf,
     tmp: Option<tempfile::TempDir>,
     /// How many cases the pool served before this one.
     used: u32,
 }
 
+/// A volume or snapshot, with the files open through it.
+struct View {
+    vol: Volume,
+    handles: Vec<(Ino, OpenFile)>,
+}
+
 fn errno(e: volfs::Error) -> i32 {
     e.errno()
+}
+
+fn volume_name(name: &str) -> VolumeName {
+    VolumeName::parse(name).expect("a valid volume name")
 }
 
 impl Sut {
@@ -743,27 +1085,30 @@ impl Sut {
         };
         let dir = tmp.path().join("pool");
         let pool = Pool::open(&dir, mode).unwrap();
-        let vol = pool.create_volume(&VolumeName::parse("v").unwrap(), 0).unwrap();
-        Sut { pool: Some(pool), handles: Vec::new(), vol, dir, tmp: Some(tmp), used }
+        let block = volfs::core::statvfs(&dir).unwrap().f_bsize.max(512);
+        let vol = pool.create_volume(&volume_name(FIRST), 0).unwrap();
+        let views = vec![View { vol, handles: Vec::new() }];
+        Sut { pool: Some(pool), views, block, dir, tmp: Some(tmp), used }
     }
 
-    /// Deletes the volume, after which the pool must hold nothing at all, and keeps the pool
-    /// for another case.
+    /// Checks that the pool, its views all deleted, holds nothing at all, and keeps it for
+    /// another case.
     fn finish(mut self, spares: &Spares) -> Result<(), String> {
-        self.handles.clear();
+        assert!(self.views.is_empty(), "every view is deleted first");
         let pool = self.pool.take().expect("pool is open");
-        pool.delete_volume("v").map_err(|e| format!("delete volume: {e}"))?;
         let report = fsck::check(&pool, false, true).map_err(|e| format!("fsck: {e}"))?;
         if !report.problems.is_empty() || !report.reclaimable.is_empty() {
-            return Err(format!("fsck after deleting the volume: {report:?}"));
+            return Err(format!("fsck after deleting every view: {report:?}"));
         }
         let core = pool.core();
         let inodes = core.meta().all_inodes().map_err(|e| e.to_string())?;
         let data = core.data().all().map_err(|e| e.to_string())?;
         let orphans = core.meta().orphans().map_err(|e| e.to_string())?;
-        if !inodes.is_empty() || !data.is_empty() || !orphans.is_empty() || report.volumes != 0 {
+        let layers = core.meta().layers_with_records().map_err(|e| e.to_string())?;
+        if !inodes.is_empty() || !data.is_empty() || !orphans.is_empty() || !layers.is_empty() || report.volumes != 0 {
             return Err(format!(
-                "after deleting the volume: inodes {inodes:?}, data files {data:?}, orphans {orphans:?}"
+                "after deleting every view: inodes {inodes:?}, data files {data:?}, orphans {orphans:?}, \
+                 layers {layers:?}"
             ));
         }
         drop(pool);
@@ -782,44 +1127,106 @@ impl Sut {
         self.pool().core()
     }
 
+    fn find(&self, name: &str) -> usize {
+        self.views.iter().position(|v| v.vol.name == name).expect("the model has the view")
+    }
+
     fn reopen(&mut self) {
-        self.handles.clear();
+        for view in &mut self.views {
+            view.handles.clear();
+        }
         self.pool = None;
         let pool = Pool::open(&self.dir, OpenMode::Existing).unwrap();
-        assert_eq!(pool.volume("v").unwrap(), self.vol);
+        for view in &self.views {
+            assert_eq!(pool.volume(&view.vol.name).unwrap(), view.vol);
+        }
         self.pool = Some(pool);
     }
 
-    fn resolve(&self, names: &[usize]) -> Result<Ino, i32> {
+    fn apply(&mut self, step: &Step) -> Result<(), i32> {
+        let result = self.run(step);
+        // Cuts and deletes change the layers of other views' records.
+        let pool = self.pool.as_ref().expect("pool is open");
+        for view in &mut self.views {
+            view.vol = pool.volume(&view.vol.name).expect("a live view has a record");
+        }
+        result
+    }
+
+    fn run(&mut self, step: &Step) -> Result<(), i32> {
+        let pool = self.pool.as_ref().expect("pool is open");
+        match step {
+            Step::On(name, op) => {
+                let i = self.find(name);
+                self.views[i].apply(pool.core(), op)
+            }
+            Step::Snapshot { of, name } => {
+                let vol = pool.create_snapshot(&volume_name(of), &volume_name(SNAPS[*name])).map_err(errno)?;
+                self.views.push(View { vol, handles: Vec::new() });
+                Ok(())
+            }
+            Step::Clone { from, name, capacity } => {
+                let source = match self.views[self.find(from)].vol.is_snapshot() {
+                    true => Source::Snapshot(from.clone()),
+                    false => Source::Volume(from.clone()),
+                };
+                let vol = pool.create_volume_from(&volume_name(CLONES[*name]), &source, *capacity).map_err(errno)?;
+                self.views.push(View { vol, handles: Vec::new() });
+                Ok(())
+            }
+            Step::Delete { view } => {
+                let gone = self.views.remove(self.find(view));
+                for (ino, file) in gone.handles {
+                    drop(file);
+                    pool.core().release(ino).map_err(errno)?;
+                }
+                match gone.vol.is_snapshot() {
+                    true => pool.delete_snapshot(&gone.vol.name),
+                    false => pool.delete_volume(&gone.vol.name),
+                }
+                .map_err(errno)
+            }
+            Step::Resize { view, capacity } => pool.resize_volume(view, *capacity).map(drop).map_err(errno),
+            Step::Reopen => {
+                self.reopen();
+                Ok(())
+            }
+            Step::Skip => Ok(()),
+        }
+    }
+}
+
+impl View {
+    fn resolve(&self, core: &Core, names: &[usize]) -> Result<Ino, i32> {
         let mut cur = self.vol.root;
         for &i in names {
-            cur = self.core().lookup(cur, NAMES[i].as_bytes()).map_err(errno)?.ino;
+            cur = core.lookup(cur, NAMES[i].as_bytes()).map_err(errno)?.ino;
         }
         Ok(cur)
     }
 
     /// The directory a path walk ends in; ENOTDIR for anything else, as the kernel says.
-    fn resolve_dir(&self, names: &[usize]) -> Result<Ino, i32> {
-        let ino = self.resolve(names)?;
-        if self.core().getattr(ino).map_err(errno)?.kind != Kind::Dir {
+    fn resolve_dir(&self, core: &Core, names: &[usize]) -> Result<Ino, i32> {
+        let ino = self.resolve(core, names)?;
+        if core.getattr(ino).map_err(errno)?.kind != Kind::Dir {
             return Err(libc::ENOTDIR);
         }
         Ok(ino)
     }
 
-    fn make(&self, path: &Path, spec: NodeSpec, perm: u32, caller: usize) -> Result<(), i32> {
-        let parent = self.resolve_dir(path.parent())?;
-        let (attr, file) = self.core().make_node(CALLERS[caller], parent, path.name(), spec, perm).map_err(errno)?;
+    fn make(&self, core: &Core, path: &Path, spec: NodeSpec, perm: u32, caller: usize) -> Result<(), i32> {
+        let parent = self.resolve_dir(core, path.parent())?;
+        let (attr, file) = core.make_node(CALLERS[caller], parent, path.name(), spec, perm).map_err(errno)?;
         if file.is_some() {
             drop(file);
-            self.core().release(attr.ino).map_err(errno)?;
+            core.release(attr.ino).map_err(errno)?;
         }
         Ok(())
     }
 
-    fn setattr(&self, path: &Path, set: SetAttr) -> Result<(), i32> {
-        let ino = self.resolve(&path.0)?;
-        self.core().setattr(ino, &set, None).map_err(errno)?;
+    fn setattr(&self, core: &Core, path: &Path, set: SetAttr) -> Result<(), i32> {
+        let ino = self.resolve(core, &path.0)?;
+        core.setattr(ino, &set, None).map_err(errno)?;
         Ok(())
     }
 
@@ -827,16 +1234,15 @@ impl Sut {
         (!self.handles.is_empty()).then(|| slot % self.handles.len())
     }
 
-    fn apply(&mut self, op: &Op) -> Result<(), i32> {
-        let core = self.pool.as_ref().expect("pool is open").core();
+    fn apply(&mut self, core: &Core, op: &Op) -> Result<(), i32> {
         match op {
-            Op::Create { path, perm, caller } => self.make(path, NodeSpec::File, *perm, *caller),
-            Op::Mkdir { path, perm, caller } => self.make(path, NodeSpec::Dir, *perm, *caller),
+            Op::Create { path, perm, caller } => self.make(core, path, NodeSpec::File, *perm, *caller),
+            Op::Mkdir { path, perm, caller } => self.make(core, path, NodeSpec::Dir, *perm, *caller),
             Op::Symlink { path, target, caller } => {
-                self.make(path, NodeSpec::Symlink(TARGETS[*target].as_bytes().to_vec()), 0o777, *caller)
+                self.make(core, path, NodeSpec::Symlink(TARGETS[*target].as_bytes().to_vec()), 0o777, *caller)
             }
             Op::Write { path, offset, len, byte } => {
-                let ino = self.resolve(&path.0)?;
+                let ino = self.resolve(core, &path.0)?;
                 let file = core.open(ino).map_err(errno)?;
                 let written = core.write(&file, *offset, &vec![*byte; *len]).map_err(errno);
                 drop(file);
@@ -844,42 +1250,44 @@ impl Sut {
                 assert_eq!(written? as usize, *len, "short write");
                 Ok(())
             }
-            Op::Truncate { path, size } => self.setattr(path, SetAttr { size: Some(*size), ..SetAttr::default() }),
+            Op::Truncate { path, size } => {
+                self.setattr(core, path, SetAttr { size: Some(*size), ..SetAttr::default() })
+            }
             Op::Rename { from, to, mode } => {
-                let sp = self.resolve_dir(from.parent())?;
-                let dp = self.resolve_dir(to.parent())?;
+                let sp = self.resolve_dir(core, from.parent())?;
+                let dp = self.resolve_dir(core, to.parent())?;
                 core.rename(sp, from.name(), dp, to.name(), *mode).map_err(errno)?;
                 Ok(())
             }
             Op::Link { from, to } => {
-                let src = self.resolve(&from.0)?;
-                let dp = self.resolve_dir(to.parent())?;
+                let src = self.resolve(core, &from.0)?;
+                let dp = self.resolve_dir(core, to.parent())?;
                 core.link(src, dp, to.name()).map_err(errno)?;
                 Ok(())
             }
             Op::Unlink { path } => {
-                let parent = self.resolve_dir(path.parent())?;
+                let parent = self.resolve_dir(core, path.parent())?;
                 core.unlink(parent, path.name()).map_err(errno)?;
                 Ok(())
             }
             Op::Rmdir { path } => {
-                let parent = self.resolve_dir(path.parent())?;
+                let parent = self.resolve_dir(core, path.parent())?;
                 core.rmdir(parent, path.name()).map_err(errno)
             }
-            Op::Chmod { path, perm } => self.setattr(path, SetAttr { mode: Some(*perm), ..SetAttr::default() }),
+            Op::Chmod { path, perm } => self.setattr(core, path, SetAttr { mode: Some(*perm), ..SetAttr::default() }),
             Op::Chown { path, uid, gid } => {
-                self.setattr(path, SetAttr { uid: Some(*uid), gid: *gid, ..SetAttr::default() })
+                self.setattr(core, path, SetAttr { uid: Some(*uid), gid: *gid, ..SetAttr::default() })
             }
             Op::SetXattr { path, name, value, mode } => {
-                let ino = self.resolve(&path.0)?;
+                let ino = self.resolve(core, &path.0)?;
                 core.setxattr(ino, XATTRS[*name].as_bytes(), value, *mode).map_err(errno)
             }
             Op::RemoveXattr { path, name } => {
-                let ino = self.resolve(&path.0)?;
+                let ino = self.resolve(core, &path.0)?;
                 core.removexattr(ino, XATTRS[*name].as_bytes()).map_err(errno)
             }
             Op::Open { path } => {
-                let ino = self.resolve(&path.0)?;
+                let ino = self.resolve(core, &path.0)?;
                 let file = core.open(ino).map_err(errno)?;
                 self.handles.push((ino, file));
                 Ok(())
@@ -907,10 +1315,6 @@ impl Sut {
                 }
                 Ok(())
             }
-            Op::Reopen => {
-                self.reopen();
-                Ok(())
-            }
         }
     }
 }
@@ -919,10 +1323,35 @@ impl Sut {
 // Comparing the two
 // ---------------------------------------------------------------------------------------------
 
-/// Walks both trees together and compares every name and inode, then the open handles.
-fn compare(model: &Model, sut: &Sut) -> Result<(), String> {
-    let core = sut.core();
-    let root = sut.vol.root;
+/// Compares the views, in order, then every view's tree.
+fn compare_all(world: &World, sut: &Sut, stats: &Stats) -> Result<(), String> {
+    let names: Vec<&str> = world.views.iter().map(|m| &m.name[..]).collect();
+    let mut volumes: Vec<String> =
+        sut.core().meta().volumes().map_err(|e| e.to_string())?.into_iter().map(|v| v.name).collect();
+    volumes.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.sort();
+    if volumes != want {
+        return Err(format!("the pool holds views {volumes:?}, model has {want:?}"));
+    }
+    for (model, view) in world.views.iter().zip(&sut.views) {
+        assert_eq!(model.name, view.vol.name, "views are made and deleted in step");
+        compare(model, sut.pool(), view).map_err(|e| format!("{}: {e}", model.name))?;
+        if model.name != FIRST {
+            stats.copies_compared.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Walks both trees of a view together and compares every name and inode, then the open
+/// handles, the usage and the capacity.
+fn compare(model: &Model, pool: &Pool, view: &View) -> Result<(), String> {
+    let core = pool.core();
+    let root = view.vol.root;
+    if view.vol.is_snapshot() != model.read_only {
+        return Err(format!("is_snapshot {}, model says read-only {}", view.vol.is_snapshot(), model.read_only));
+    }
     let mut m2c: BTreeMap<MIno, Ino> = BTreeMap::from([(ROOT, root)]);
     let mut c2m: BTreeMap<Ino, MIno> = BTreeMap::from([(root, ROOT)]);
     compare_node(model, core, ROOT, root, "/")?;
@@ -948,6 +1377,12 @@ fn compare(model: &Model, sut: &Sut) -> Result<(), String> {
         }
         for entry in entries {
             let child_path = format!("{path}/{}", String::from_utf8_lossy(&entry.name));
+            if entry.ino.view() != view.vol.view {
+                return Err(format!(
+                    "{child_path}: inode {:?} is not seen through view {:?}",
+                    entry.ino, view.vol.view
+                ));
+            }
             let mchild = model.entries(mdir)[&entry.name];
             let node = model.node(mchild);
             if entry.kind != node.kind() {
@@ -981,10 +1416,10 @@ fn compare(model: &Model, sut: &Sut) -> Result<(), String> {
             }
         }
     }
-    if model.handles.len() != sut.handles.len() {
-        return Err(format!("{} handles open, model has {}", sut.handles.len(), model.handles.len()));
+    if model.handles.len() != view.handles.len() {
+        return Err(format!("{} handles open, model has {}", view.handles.len(), model.handles.len()));
     }
-    for (slot, (&mino, (cino, file))) in model.handles.iter().zip(&sut.handles).enumerate() {
+    for (slot, (&mino, (cino, file))) in model.handles.iter().zip(&view.handles).enumerate() {
         if let Some(c) = m2c.get(&mino) {
             if c != cino {
                 return Err(format!("handle {slot}: inode {cino:?}, but the model's file is {c:?} in the tree"));
@@ -1002,11 +1437,18 @@ fn compare(model: &Model, sut: &Sut) -> Result<(), String> {
             return Err(format!("handle {slot} reads {got:?}, model has {want:?}"));
         }
     }
-    let usage = sut.pool().volume_info(&sut.vol).map_err(|e| e.to_string())?.inodes;
-    if usage != model.nodes.len() as u64 {
-        return Err(format!("usage counts {usage} inodes, model has {}", model.nodes.len()));
+    let info = pool.volume_info(&view.vol).map_err(|e| e.to_string())?;
+    if info.inodes != model.nodes.len() as u64 {
+        return Err(format!("usage counts {} inodes, model has {}", info.inodes, model.nodes.len()));
     }
-    let orphans = core.meta().orphans().map_err(|e| e.to_string())?.len();
+    if info.used_bytes != model.bytes() {
+        return Err(format!("usage counts {} bytes, model has {}", info.used_bytes, model.bytes()));
+    }
+    if info.capacity != model.capacity {
+        return Err(format!("capacity {}, model has {}", info.capacity, model.capacity));
+    }
+    let orphans = core.meta().orphans().map_err(|e| e.to_string())?;
+    let orphans = orphans.iter().filter(|o| o.view() == view.vol.view).count();
     if orphans != model.orphans() {
         return Err(format!("{orphans} orphan inodes, model has {}", model.orphans()));
     }
@@ -1085,7 +1527,7 @@ fn fsck_clean(sut: &Sut, orphans: usize) -> Result<(), String> {
         return Err(format!("fsck problems: {:?}", report.problems));
     }
     if report.reclaimable.len() != orphans {
-        return Err(format!("fsck reclaimable: {:?}, want {orphans} open orphan inodes", report.reclaimable));
+        return Err(format!("fsck reclaimable: {:?}, want {orphans} orphan inodes", report.reclaimable));
     }
     Ok(())
 }
@@ -1099,23 +1541,67 @@ fn agree(want: Outcome, got: Result<(), i32>) -> bool {
     }
 }
 
-fn run(ops: &[Op<Target>], spares: &Spares) -> Result<(), String> {
-    let mut model = Model::new();
-    let mut sut = Sut::new(spares);
-    for (step, op) in ops.iter().enumerate() {
-        let op = &op.pick(&model);
-        let want = model.apply(op);
-        let got = sut.apply(op);
-        if !agree(want, got) {
-            return Err(format!("step {step}, {op:?}: core says {got:?}, model says {want:?}"));
-        }
-        compare(&model, &sut).map_err(|e| format!("after step {step}, {op:?}: {e}"))?;
-        fsck_clean(&sut, model.orphans()).map_err(|e| format!("after step {step}, {op:?}: {e}"))?;
+/// What the random cases did, to make sure they do what they are for.
+#[derive(Default, Debug)]
+struct Stats {
+    cases: AtomicU32,
+    snapshots: AtomicU32,
+    clones: AtomicU32,
+    restores: AtomicU32,
+    deletes: AtomicU32,
+    resizes: AtomicU32,
+    /// Changes through a snapshot, refused.
+    read_only: AtomicU32,
+    /// Writes refused for want of room.
+    no_space: AtomicU32,
+    /// Comparisons of a snapshot, clone or restore with its model.
+    copies_compared: AtomicU32,
+}
+
+impl Stats {
+    fn count(&self, step: &Step, outcome: Outcome, restore: bool) {
+        let counter = match (step, outcome) {
+            (Step::Snapshot { .. }, Ok(())) => &self.snapshots,
+            (Step::Clone { .. }, Ok(())) if restore => &self.restores,
+            (Step::Clone { .. }, Ok(())) => &self.clones,
+            (Step::Delete { .. }, Ok(())) => &self.deletes,
+            (Step::Resize { .. }, Ok(())) => &self.resizes,
+            (Step::On(..), Err(Fail::Errno(libc::EROFS))) => &self.read_only,
+            (Step::On(..), Err(Fail::Errno(libc::ENOSPC))) => &self.no_space,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
-    model.reopen();
-    sut.reopen();
-    compare(&model, &sut).map_err(|e| format!("after reopening: {e}"))?;
-    fsck_clean(&sut, 0).map_err(|e| format!("after reopening: {e}"))?;
+}
+
+/// Runs one step on both sides and compares everything after it; returns the outcome.
+fn check(world: &mut World, sut: &mut Sut, step: &Step, stats: &Stats) -> Result<Outcome, String> {
+    let want = world.apply(step);
+    let got = sut.apply(step);
+    if !agree(want, got) {
+        return Err(format!("core says {got:?}, model says {want:?}"));
+    }
+    compare_all(world, sut, stats).map_err(|e| format!("after it: {e}"))?;
+    fsck_clean(sut, world.reclaimable()).map_err(|e| format!("after it: {e}"))?;
+    Ok(want)
+}
+
+fn run(steps: &[Step<Target, ViewTarget, Room>], spares: &Spares, stats: &Stats) -> Result<(), String> {
+    stats.cases.fetch_add(1, Ordering::Relaxed);
+    let mut sut = Sut::new(spares);
+    let mut world = World::new(sut.block);
+    for (n, step) in steps.iter().enumerate() {
+        let step = step.pick(&world);
+        let restore = matches!(&step, Step::Clone { from, .. } if world.view(from).read_only);
+        let outcome = check(&mut world, &mut sut, &step, stats).map_err(|e| format!("step {n}, {step:?}: {e}"))?;
+        stats.count(&step, outcome, restore);
+    }
+    let _ = check(&mut world, &mut sut, &Step::Reopen, stats).map_err(|e| format!("reopening at the end: {e}"))?;
+    // Every view goes, oldest first; those left must not change.
+    while let Some(first) = world.views.first() {
+        let step = Step::Delete { view: first.name.clone() };
+        let _ = check(&mut world, &mut sut, &step, stats).map_err(|e| format!("at the end, {step:?}: {e}"))?;
+    }
     sut.finish(spares)
 }
 
@@ -1132,50 +1618,118 @@ fn core_agrees_with_the_model() {
         ..ProptestConfig::default()
     };
     let spares = Spares::default();
-    let result = TestRunner::new(config).run(&ops(), |ops| run(&ops, &spares).map_err(TestCaseError::fail));
+    let stats = Stats::default();
+    let result =
+        TestRunner::new(config).run(&steps(), |steps| run(&steps, &spares, &stats).map_err(TestCaseError::fail));
     drop(spares);
     if let Err(e) = result {
         panic!("{e}");
+    }
+    eprintln!("{stats:?}");
+    if cases() >= 64 {
+        let counts = [
+            &stats.snapshots,
+            &stats.clones,
+            &stats.restores,
+            &stats.deletes,
+            &stats.resizes,
+            &stats.read_only,
+            &stats.no_space,
+            &stats.copies_compared,
+        ];
+        assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) > 0), "some kind of step never ran: {stats:?}");
     }
 }
 
 /// Hand-written sequences through paths random ones reach less often: a file and a directory
 /// exchanged across parents, a directory replacing an empty one elsewhere, a directory moved
-/// below itself, an open file losing its last name in a setgid tree, then a reopen.
+/// below itself, an open file losing its last name in a setgid tree, then a reopen; a file
+/// open in a volume while snapshots and clones are cut, written and unlinked, changes refused
+/// through a snapshot, a restore that runs out of room until resized, and the volume deleted
+/// under its snapshots and clones; a snapshot deleted from between a newer one and a volume
+/// that changed a file since; a file both a volume and its clone unlink.
 #[test]
 fn known_sequences() {
     let p = |names: &[usize]| Target::Random(Path(names.to_vec()));
+    let on = |view: &'static str, op: Op<Target>| Step::On(ViewTarget::Named(view), op);
+    let v = |op: Op<Target>| on(FIRST, op);
+    let named = ViewTarget::Named;
     let sequences = [
         vec![
-            Op::Mkdir { path: p(&[0]), perm: 0o755, caller: 0 },
-            Op::Mkdir { path: p(&[1]), perm: 0o755, caller: 0 },
-            Op::Create { path: p(&[0, 0]), perm: 0o644, caller: 0 },
-            Op::Mkdir { path: p(&[1, 1]), perm: 0o755, caller: 0 },
-            Op::Rename { from: p(&[0, 0]), to: p(&[1, 1]), mode: RenameMode::Exchange },
-            Op::Rename { from: p(&[0, 0]), to: p(&[1, 0]), mode: RenameMode::Replace },
-            Op::Mkdir { path: p(&[0, 1]), perm: 0o755, caller: 0 },
-            Op::Rename { from: p(&[1, 0]), to: p(&[0, 1]), mode: RenameMode::Replace },
+            v(Op::Mkdir { path: p(&[0]), perm: 0o755, caller: 0 }),
+            v(Op::Mkdir { path: p(&[1]), perm: 0o755, caller: 0 }),
+            v(Op::Create { path: p(&[0, 0]), perm: 0o644, caller: 0 }),
+            v(Op::Mkdir { path: p(&[1, 1]), perm: 0o755, caller: 0 }),
+            v(Op::Rename { from: p(&[0, 0]), to: p(&[1, 1]), mode: RenameMode::Exchange }),
+            v(Op::Rename { from: p(&[0, 0]), to: p(&[1, 0]), mode: RenameMode::Replace }),
+            v(Op::Mkdir { path: p(&[0, 1]), perm: 0o755, caller: 0 }),
+            v(Op::Rename { from: p(&[1, 0]), to: p(&[0, 1]), mode: RenameMode::Replace }),
         ],
         vec![
-            Op::Mkdir { path: p(&[0]), perm: 0o2775, caller: 2 },
-            Op::Mkdir { path: p(&[0, 1]), perm: 0o755, caller: 0 },
-            Op::Create { path: p(&[0, 1, 0]), perm: 0o644, caller: 0 },
-            Op::Open { path: p(&[0, 1, 0]) },
-            Op::Link { from: p(&[0, 1, 0]), to: p(&[1]) },
-            Op::Unlink { path: p(&[0, 1, 0]) },
-            Op::Rename { from: p(&[0]), to: p(&[0, 1, 1]), mode: RenameMode::Replace },
-            Op::Rename { from: p(&[1]), to: p(&[0, 1]), mode: RenameMode::Replace },
-            Op::Unlink { path: p(&[1]) },
-            Op::WriteOpen { slot: 0, offset: 3, len: 4, byte: 9 },
-            Op::Reopen,
-            Op::Rmdir { path: p(&[0, 1]) },
-            Op::Rmdir { path: p(&[0]) },
+            v(Op::Mkdir { path: p(&[0]), perm: 0o2775, caller: 2 }),
+            v(Op::Mkdir { path: p(&[0, 1]), perm: 0o755, caller: 0 }),
+            v(Op::Create { path: p(&[0, 1, 0]), perm: 0o644, caller: 0 }),
+            v(Op::Open { path: p(&[0, 1, 0]) }),
+            v(Op::Link { from: p(&[0, 1, 0]), to: p(&[1]) }),
+            v(Op::Unlink { path: p(&[0, 1, 0]) }),
+            v(Op::Rename { from: p(&[0]), to: p(&[0, 1, 1]), mode: RenameMode::Replace }),
+            v(Op::Rename { from: p(&[1]), to: p(&[0, 1]), mode: RenameMode::Replace }),
+            v(Op::Unlink { path: p(&[1]) }),
+            v(Op::WriteOpen { slot: 0, offset: 3, len: 4, byte: 9 }),
+            Step::Reopen,
+            v(Op::Rmdir { path: p(&[0, 1]) }),
+            v(Op::Rmdir { path: p(&[0]) }),
+        ],
+        vec![
+            v(Op::Create { path: p(&[0]), perm: 0o644, caller: 0 }),
+            v(Op::Write { path: p(&[0]), offset: 0, len: 5, byte: 1 }),
+            v(Op::SetXattr { path: p(&[0]), name: 0, value: vec![1], mode: XattrMode::Any }),
+            v(Op::Mkdir { path: p(&[1]), perm: 0o755, caller: 0 }),
+            v(Op::Link { from: p(&[0]), to: p(&[1, 0]) }),
+            v(Op::Symlink { path: p(&[2]), target: 1, caller: 0 }),
+            v(Op::Open { path: p(&[0]) }),
+            Step::Snapshot { of: named(FIRST), name: 0 },
+            v(Op::WriteOpen { slot: 0, offset: 2, len: 3, byte: 2 }),
+            on("v@s0", Op::Open { path: p(&[1, 0]) }),
+            on("v@s0", Op::Write { path: p(&[0]), offset: 0, len: 1, byte: 7 }),
+            on("v@s0", Op::WriteOpen { slot: 0, offset: 0, len: 1, byte: 7 }),
+            on("v@s0", Op::Create { path: p(&[1, 1]), perm: 0o644, caller: 0 }),
+            on("v@s0", Op::Unlink { path: p(&[0]) }),
+            Step::Clone { from: named(FIRST), name: 0, capacity: None },
+            on("c0", Op::Write { path: p(&[1, 0]), offset: 1, len: 4, byte: 3 }),
+            on("c0", Op::RemoveXattr { path: p(&[0]), name: 0 }),
+            v(Op::Unlink { path: p(&[0]) }),
+            v(Op::Unlink { path: p(&[1, 0]) }),
+            Step::Snapshot { of: named(FIRST), name: 1 },
+            Step::Clone { from: named("v@s0"), name: 1, capacity: Some(Room::Blocks(1)) },
+            on("c1", Op::Create { path: p(&[1, 1]), perm: 0o644, caller: 0 }),
+            on("c1", Op::Write { path: p(&[1, 1]), offset: 0, len: 1, byte: 4 }),
+            Step::Resize { view: named("c1"), capacity: Room::Blocks(2) },
+            on("c1", Op::Write { path: p(&[1, 1]), offset: 0, len: 1, byte: 4 }),
+            Step::Resize { view: named("v@s0"), capacity: Room::Blocks(4) },
+            Step::Delete { view: named(FIRST) },
+            Step::Reopen,
+            Step::Clone { from: named("v@s1"), name: 2, capacity: None },
+        ],
+        vec![
+            v(Op::Create { path: p(&[0]), perm: 0o644, caller: 0 }),
+            Step::Snapshot { of: named(FIRST), name: 0 },
+            Step::Snapshot { of: named(FIRST), name: 1 },
+            v(Op::Chmod { path: p(&[0]), perm: 0o600 }),
+            Step::Delete { view: named("v@s0") },
+        ],
+        vec![
+            v(Op::Create { path: p(&[0]), perm: 0o644, caller: 0 }),
+            Step::Clone { from: named(FIRST), name: 0, capacity: None },
+            v(Op::Unlink { path: p(&[0]) }),
+            on("c0", Op::Unlink { path: p(&[0]) }),
         ],
     ];
     let spares = Spares::default();
-    for ops in sequences {
-        if let Err(e) = run(&ops, &spares) {
-            panic!("{e}\nin {ops:#?}");
+    let stats = Stats::default();
+    for steps in sequences {
+        if let Err(e) = run(&steps, &spares, &stats) {
+            panic!("{e}\nin {steps:#?}");
         }
     }
 }

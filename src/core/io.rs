@@ -317,7 +317,11 @@ impl Core {
     /// The data file `file` must use now. For a change, one its view owns: a data file shared
     /// with a snapshot or clone is copied first, once, for every open file of the inode.
     fn data_of(&self, file: &OpenFile, usage: Use) -> Result<Arc<File>> {
-        let head = self.meta.view(file.ino.view())?.head();
+        let view = self.meta.view(file.ino.view())?;
+        if usage == Use::Change && view.read_only {
+            return Err(Error::ReadOnly(format!("inode {} belongs to a snapshot", file.ino.0)));
+        }
+        let head = view.head();
         let bound = file.bound();
         if bound.layer == head {
             return Ok(bound.file);
@@ -370,6 +374,10 @@ impl Core {
             inode.data_layer = head;
             txn.put_inode(ino, &inode);
             self.meta.commit(txn)?;
+            // The shared file may have had no other reader left (its snapshot was deleted).
+            if !self.seen_elsewhere(ino, shared)? {
+                self.data.remove(shared)?;
+            }
             Ok((sizes, inode.volume))
         });
         let ((was, now), volume) = match committed {

@@ -252,70 +252,56 @@ impl Pool {
         Ok(())
     }
 
-    /// Removes every record of a layer no view reads, and the data files it owns.
+    /// Removes every record of a layer no view reads. Its data files go with the sweep that
+    /// follows.
     fn drop_layer(&self, layer: LayerId) -> Result<()> {
         let meta = self.core.meta();
         let mut txn = Txn::default();
-        let mut freed = Vec::new();
         for table in LayerTable::ALL {
-            for (key, record) in meta.layer_records(table, layer)? {
-                if let (LayerTable::Inodes, Some(record)) = (table, &record) {
-                    let inode = decode_inode(record)?;
-                    if inode.data_layer == layer {
-                        freed.extend(inode.data);
-                    }
-                }
+            for (key, _) in meta.layer_records(table, layer)? {
                 txn.delete_layer_record(table, layer, &key);
             }
         }
-        meta.commit(txn)?;
-        self.remove_unshared(&freed);
-        Ok(())
+        meta.commit(txn)
     }
 
-    /// Moves the records of `layer` that `into` does not override into `into`, and removes the
-    /// rest with the data files only they referred to. Every view reading `layer` reads `into`
-    /// just before it, so none sees a difference.
+    /// Moves the records of `layer` that `into` does not override into `into`, and drops the
+    /// rest (their data files go with the sweep that follows). Every view reading `layer`
+    /// reads `into` just before it, so none sees a difference. Data files made in `layer`
+    /// belong to `into` from now on, in every record that names them.
     fn merge_layer(&self, layer: LayerId, into: LayerId, volumes: &[Volume]) -> Result<()> {
         let meta = self.core.meta();
         let mut txn = Txn::default();
-        let mut freed: Vec<DataId> = Vec::new();
+        let adopt = |record: &[u8]| -> Result<Option<Vec<u8>>> {
+            let mut inode = decode_inode(record)?;
+            Ok((inode.data_layer == layer).then(|| {
+                inode.data_layer = into;
+                encode_inode(&inode)
+            }))
+        };
         for table in LayerTable::ALL {
             for (key, record) in meta.layer_records(table, layer)? {
                 txn.delete_layer_record(table, layer, &key);
-                let newer = meta.layer_record(table, into, &key)?;
-                if table != LayerTable::Inodes {
-                    if newer.is_none() {
-                        txn.put_layer_record(table, into, &key, record);
-                    }
+                if meta.layer_record(table, into, &key)?.is_some() {
                     continue;
                 }
-                let old = record.as_deref().map(decode_inode).transpose()?;
-                let owned = old.as_ref().and_then(|i| i.data.filter(|_| i.data_layer == layer));
-                match newer {
-                    // The newer layer does not touch the inode: the record moves up, and with it
-                    // the ownership of its data file.
-                    None => {
-                        let moved = old.map(|mut i| {
-                            if i.data_layer == layer {
-                                i.data_layer = into;
-                            }
-                            encode_inode(&i)
-                        });
-                        txn.put_layer_record(table, into, &key, moved);
-                    }
-                    Some(newer) => {
-                        let newer = newer.as_deref().map(decode_inode).transpose()?;
-                        match (owned, newer) {
-                            // The newer record still uses the data file: it owns it now.
-                            (Some(id), Some(mut n)) if n.data == Some(id) => {
-                                n.data_layer = into;
-                                txn.put_layer_record(table, into, &key, Some(encode_inode(&n)));
-                            }
-                            (Some(id), _) => freed.push(id),
-                            (None, _) => {}
-                        }
-                    }
+                let moved = match (&record, table) {
+                    (Some(r), LayerTable::Inodes) => Some(adopt(r)?.unwrap_or_else(|| r.clone())),
+                    _ => record,
+                };
+                txn.put_layer_record(table, into, &key, moved);
+            }
+        }
+        let newer: HashSet<LayerId> = volumes
+            .iter()
+            .filter_map(|v| v.layers.iter().position(|l| *l == layer).map(|at| &v.layers[..at]))
+            .flatten()
+            .copied()
+            .collect();
+        for above in newer {
+            for (key, record) in meta.layer_records(LayerTable::Inodes, above)? {
+                if let Some(adopted) = record.as_deref().map(adopt).transpose()?.flatten() {
+                    txn.put_layer_record(LayerTable::Inodes, above, &key, Some(adopted));
                 }
             }
         }
@@ -324,9 +310,7 @@ impl Pool {
             v.layers.retain(|l| *l != layer);
             txn.put_volume(&v);
         }
-        meta.commit(txn)?;
-        self.remove_unshared(&freed);
-        Ok(())
+        meta.commit(txn)
     }
 
     /// Removes data files no view reads any more (their blocks were in no volume's usage).
