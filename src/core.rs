@@ -17,17 +17,19 @@ use dashmap::DashMap;
 
 use crate::data::DataStore;
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, ViewId, VolumeId};
+use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, Under, ViewId, VolumeId};
 use crate::names::check_component;
 use crate::space::allocated_total;
 
 mod accounting;
 mod io;
+mod overlay;
 
 pub use accounting::Account;
 use accounting::DirectWrites;
 pub use io::OpenFile;
 use io::IO_LOCKS;
+pub use overlay::CHUNK;
 
 /// Most hard links one inode may have, as on ext4.
 pub const LINK_MAX: u32 = 65_000;
@@ -157,12 +159,14 @@ pub enum XattrMode {
 const READDIR_BATCH: usize = 256;
 
 /// A data file and the volume whose space it takes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct DataFile {
     pub volume: VolumeId,
     /// The inode it belonged to.
     pub ino: Ino,
     pub id: DataId,
+    /// The shared data files under it.
+    pub under: Under,
     /// Another view (a snapshot or clone) may still read it.
     pub shared: bool,
 }
@@ -178,6 +182,9 @@ pub struct Core {
     open_files: DashMap<Ino, u32>,
     space: DashMap<VolumeId, Account>,
     direct: DashMap<Ino, DirectWrites>,
+    /// The stacks of open files whose data a snapshot or clone shares in part, by inode, with
+    /// the data file on top.
+    overlays: DashMap<Ino, (DataId, io::SharedOverlay)>,
     /// Make measure-change-measure of one file's blocks atomic.
     io_locks: Vec<Mutex<()>>,
     /// The pool filesystem's block size: the unit of allocation.
@@ -209,6 +216,7 @@ impl Core {
             open_files: DashMap::new(),
             space,
             direct: DashMap::new(),
+            overlays: DashMap::new(),
             io_locks: (0..IO_LOCKS).map(|_| Mutex::new(())).collect(),
             block,
             cut: RwLock::new(()),
@@ -376,6 +384,7 @@ impl Core {
             parent: if kind == Kind::Dir { parent } else { Ino(0) },
             data: None,
             data_layer: 0,
+            under: Under::default(),
             target: Vec::new(),
             next_cookie: 3,
             entries: 0,
@@ -384,10 +393,9 @@ impl Core {
         match spec {
             NodeSpec::File => {
                 let id = DataId(self.alloc_id(&mut txn));
-                let head = self.meta.view(parent.view())?.head();
-                file = Some(OpenFile::new(ino, dir.volume, id, head, self.data.create(id)?));
                 inode.data = Some(id);
-                inode.data_layer = head;
+                inode.data_layer = self.meta.view(parent.view())?.head();
+                file = Some(self.new_open_file(ino, &inode, self.data.create(id)?)?);
             }
             NodeSpec::Symlink(target) => inode.target = target,
             NodeSpec::Special(_, rdev) => inode.rdev = rdev,
@@ -531,32 +539,51 @@ impl Core {
         }
         self.change_usage(txn, inode.volume, -1)?;
         let owned = inode.data_layer == self.meta.view(ino.view())?.head();
-        Ok(inode.data.map(|id| DataFile { volume: inode.volume, ino, id, shared: !owned }))
+        Ok(inode.data.map(|id| DataFile { volume: inode.volume, ino, id, under: inode.under.clone(), shared: !owned }))
     }
 
-    /// A volume lets go of a data file: its blocks leave the volume's usage, and the file goes
-    /// unless a snapshot or clone still shares it.
-    pub(crate) fn remove_data(&self, data: Option<DataFile>) {
-        let Some(DataFile { volume, ino, id, shared }) = data else { return };
-        match self.data.open(id).and_then(|f| allocated_total(&f)) {
-            Ok(bytes) => self.charge(volume, -(bytes as i64)),
-            Err(e) => tracing::warn!(data = id.0, error = %e, "could not count the blocks of a data file"),
+    /// Volumes let go of data files: their blocks leave the volumes' usage, then each file
+    /// goes unless another view (a snapshot or clone) still reads it. All are counted before
+    /// any goes, since several may share one.
+    pub(crate) fn remove_data(&self, data: impl IntoIterator<Item = DataFile>) {
+        let data: Vec<DataFile> = data.into_iter().collect();
+        for DataFile { volume, id, under, .. } in &data {
+            match self.file_usage(*id, under) {
+                Ok(bytes) => self.charge(*volume, -(bytes as i64)),
+                Err(e) => tracing::warn!(data = id.0, error = %e, "could not count the blocks of a data file"),
+            }
         }
-        if shared {
-            match self.seen_elsewhere(ino, id) {
-                Ok(false) => tracing::debug!(data = id.0, "no view reads a shared data file any more"),
-                Ok(true) => return,
-                Err(e) => {
-                    // Kept: the next delete of a view, or fsck --repair, reclaims it.
-                    tracing::warn!(data = id.0, error = %e, "could not tell whether another view reads a data file");
-                    return;
+        for DataFile { ino, id, under, shared, .. } in data {
+            // The shared files under it, and it too when shared, may still be another view's.
+            let maybe_seen = under.lower.iter().map(|(d, _)| (*d, true));
+            for (id, shared) in std::iter::once((id, shared)).chain(maybe_seen) {
+                if shared {
+                    match self.seen_elsewhere(ino, id) {
+                        Ok(false) => tracing::debug!(data = id.0, "no view reads a shared data file any more"),
+                        Ok(true) => continue,
+                        Err(e) => {
+                            // Kept: the next delete of a view, or fsck --repair, reclaims it.
+                            tracing::warn!(data = id.0, error = %e, "could not tell whether another view reads a data file");
+                            continue;
+                        }
+                    }
+                }
+                if let Err(e) = self.data.remove(id) {
+                    // fsck --repair reclaims a data file left behind.
+                    tracing::warn!(data = id.0, error = %e, "could not remove data file");
                 }
             }
         }
-        if let Err(e) = self.data.remove(id) {
-            // fsck --repair reclaims a data file left behind.
-            tracing::warn!(data = id.0, error = %e, "could not remove data file");
+    }
+
+    /// Bytes of data blocks a file with data file `id` and `under` it holds: its own where it
+    /// holds the chunk, the shared files' below elsewhere.
+    pub(crate) fn file_usage(&self, id: DataId, under: &Under) -> Result<u64> {
+        let top = self.data.open(id)?;
+        if under.is_empty() {
+            return Ok(allocated_total(&top)?);
         }
+        Ok(overlay::Overlay::load(&self.data, under)?.allocated_total(&top)?)
     }
 
     /// Whether a view other than that of `ino` still sees data file `id` as the inode's data.
@@ -566,7 +593,7 @@ impl Core {
             if view == ino.view() {
                 continue;
             }
-            if self.meta.inode(ino.in_view(view))?.is_some_and(|i| i.data == Some(id)) {
+            if self.meta.inode(ino.in_view(view))?.is_some_and(|i| i.data_files().any(|d| d == id)) {
                 return Ok(true);
             }
         }

@@ -122,7 +122,7 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
             let mut held = 0u64;
             for (ino, inode) in inodes.iter().filter(|(_, i)| i.volume == volume.id) {
                 if let Some(id) = inode.data.filter(|_| reachable.contains(ino) || orphans.contains(ino)) {
-                    held += crate::space::allocated_total(&core.data().open(id)?)?;
+                    held += core.file_usage(id, &inode.under)?;
                 }
             }
             let counted = core.space_of(volume.id)?.used;
@@ -158,16 +158,17 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
                 report.problems.push(format!("inode {}: not reachable from any volume", ino.0));
             }
         }
-        if inode.kind == Kind::File {
-            match inode.data {
-                None => report.problems.push(format!("inode {}: regular file without a data file", ino.0)),
-                Some(id) => match core.data().stat(id) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        report.problems.push(format!("inode {}: data file {:016x} is missing", ino.0, id.0))
-                    }
-                    Err(e) => report.problems.push(format!("inode {}: data file {:016x}: {e}", ino.0, id.0)),
-                },
+        if inode.kind == Kind::File && inode.data.is_none() {
+            report.problems.push(format!("inode {}: regular file without a data file", ino.0));
+        }
+        // Its own data file and the shared ones under it.
+        for id in inode.data_files() {
+            match core.data().stat(id) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.problems.push(format!("inode {}: data file {:016x} is missing", ino.0, id.0))
+                }
+                Err(e) => report.problems.push(format!("inode {}: data file {:016x}: {e}", ino.0, id.0)),
             }
         }
     }
@@ -193,7 +194,7 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
             report.problems.push(format!("orphan record for missing inode {}", ino.0));
         }
     }
-    let referenced: HashSet<_> = inodes.values().filter_map(|i| i.data).collect();
+    let referenced: HashSet<_> = inodes.values().flat_map(|i| i.data_files().collect::<Vec<_>>()).collect();
     let data_files = core.data().all()?;
     report.data_files = data_files.len();
     let unreferenced: Vec<_> = data_files.into_iter().filter(|id| !referenced.contains(id)).collect();

@@ -155,14 +155,57 @@ pub struct Inode {
     /// Regular files: the data file.
     pub data: Option<DataId>,
     /// Regular files: the layer whose views may change the data file. A view whose newest
-    /// layer is another one shares it with a snapshot or clone, and copies it before a change.
+    /// layer is another one shares it with a snapshot or clone, and puts a data file of its
+    /// own over it before a change.
     pub data_layer: LayerId,
+    /// Regular files: the shared data files under the data file, if any (`core::overlay`).
+    pub under: Under,
     /// Symbolic links: the target, as given.
     pub target: Vec<u8>,
     /// Directories: the readdir cookie the next entry receives (cookies 1 and 2 are `.`, `..`).
     pub next_cookie: u64,
     /// Directories: how many entries they hold.
     pub entries: u64,
+}
+
+/// A data file's place in a stack of data files: the chunks it holds over the files below
+/// it, and where the files below stop showing (the file was truncated there since).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Level {
+    pub held: ChunkSet,
+    pub limit: u64,
+}
+
+/// What lies under a file's own data file: its own level, and the shared data files below,
+/// newest first (the last one holds everything it was given).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Under {
+    pub top: Level,
+    pub lower: Vec<(DataId, Level)>,
+}
+
+impl Under {
+    pub fn is_empty(&self) -> bool {
+        self.lower.is_empty()
+    }
+}
+
+/// A set of chunk numbers, as a bitmap.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSet(Vec<u8>);
+
+impl ChunkSet {
+    pub fn contains(&self, chunk: u64) -> bool {
+        usize::try_from(chunk / 8).ok().and_then(|i| self.0.get(i)).is_some_and(|b| b & (1 << (chunk % 8)) != 0)
+    }
+
+    pub fn insert(&mut self, chunk: u64) {
+        let i = (chunk / 8) as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, 0);
+        }
+        self.0[i] |= 1 << (chunk % 8);
+    }
 }
 
 /// A directory entry's value: where the name points and the cookie readdir resumes after.
@@ -186,6 +229,13 @@ pub struct Volume {
     pub layers: Vec<LayerId>,
     /// For a snapshot (named `VOLUME@SNAP`, read-only): the volume it was cut from.
     pub snapshot_of: Option<String>,
+}
+
+impl Inode {
+    /// Every data file the inode's content comes from: its own, then the shared ones under it.
+    pub fn data_files(&self) -> impl Iterator<Item = DataId> + '_ {
+        self.data.into_iter().chain(self.under.lower.iter().map(|(id, _)| *id))
+    }
 }
 
 impl Volume {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::core::{Core, DataFile};
 use crate::data::DataStore;
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Usage, Volume, VolumeId};
+use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Under, Usage, Volume, VolumeId};
 use crate::names::VolumeName;
 
 mod snapshots;
@@ -141,15 +141,14 @@ impl Pool {
             };
             u.inodes = u.inodes.saturating_sub(1);
             let shared = inode.data_layer != meta.view(ino.view())?.head();
-            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, ino, id, shared }));
+            let under = inode.under.clone();
+            freed.extend(inode.data.map(|id| DataFile { volume: inode.volume, ino, id, under, shared }));
         }
         for (volume, u) in &usage {
             txn.put_usage(*volume, u);
         }
         meta.commit(txn)?;
-        for file in freed {
-            self.core.remove_data(Some(file));
-        }
+        self.core.remove_data(freed);
         for &id in data {
             self.core.data().remove(id)?;
         }
@@ -159,7 +158,8 @@ impl Pool {
     /// Data files no inode refers to: left when a create or unlink was cut short. The caller
     /// holds the core's write lock, so no create is half done.
     pub fn unreferenced_data(&self) -> Result<Vec<DataId>> {
-        let referenced: HashSet<_> = self.core.meta().all_inodes()?.into_iter().filter_map(|(_, i)| i.data).collect();
+        let referenced: HashSet<_> =
+            self.core.meta().all_inodes()?.iter().flat_map(|(_, i)| i.data_files().collect::<Vec<_>>()).collect();
         Ok(self.core.data().all()?.into_iter().filter(|id| !referenced.contains(id)).collect())
     }
 
@@ -190,6 +190,7 @@ impl Pool {
             parent: root,
             data: None,
             data_layer: 0,
+            under: Under::default(),
             target: Vec::new(),
             next_cookie: 3,
             entries: 0,
@@ -287,7 +288,8 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         // An orderly close: everything durable, and the next open may skip the data scan.
-        let recorded = if self.consistent { self.core.record_space() } else { Ok(()) };
+        let recorded =
+            if self.consistent { self.core.persist_overlays().and_then(|()| self.core.record_space()) } else { Ok(()) };
         match recorded.and_then(|()| self.core.sync_metadata()) {
             Ok(()) if !self.consistent => {}
             Ok(()) => {

@@ -47,6 +47,17 @@ fn mount_view<'a>(pool: &'a TestPool, name: &str) -> Mount<'a> {
     pool.mount_at(name, &at, MountOpts::default())
 }
 
+/// Bytes of data blocks the pool's data files hold on disk.
+fn pool_data_bytes(pool: &TestPool) -> u64 {
+    let mut total = 0;
+    for shard in fs::read_dir(pool.path().join("data")).unwrap() {
+        for f in fs::read_dir(shard.unwrap().path()).unwrap() {
+            total += f.unwrap().metadata().unwrap().blocks() * 512;
+        }
+    }
+    total
+}
+
 fn fsck_clean(pool: &TestPool) -> serde_json::Value {
     let report = pool.json(&["fsck"]);
     assert_eq!(report["problems"], serde_json::json!([]), "fsck: {report}");
@@ -368,14 +379,18 @@ fn deleting_a_snapshot_frees_what_only_it_held_and_deleting_a_volume_keeps_its_s
     let list = pool.json(&["snapshot", "list", "a"]);
     assert_eq!(list[0]["exclusive_bytes"], 0, "nothing is the snapshot's alone yet: {list}");
     assert_eq!(list[0]["size_bytes"], 4 * MIB + 4096);
-    // The volume's change copies the big file; the old one is the snapshot's alone.
+    // The volume's change takes the first chunk (1 MiB) of the big file into a data file of
+    // its own; the shared one's first chunk is the snapshot's alone.
     File::options().write(true).open(m.join("big")).unwrap().write_all_at(b"x", 0).unwrap();
     let list = pool.json(&["snapshot", "list"]);
-    assert_eq!(list[0]["exclusive_bytes"], 4 * MIB, "{list}");
+    assert_eq!(list[0]["exclusive_bytes"], MIB, "{list}");
     assert_eq!(fsck_clean(&pool)["data_files"].as_u64().unwrap(), files_at_cut + 1);
+    let on_disk = pool_data_bytes(&pool);
     pool.ok(&["snapshot", "delete", "a@s"]);
-    assert_eq!(fsck_clean(&pool)["data_files"].as_u64().unwrap(), files_at_cut, "the snapshot's copy is gone");
+    assert_eq!(pool_data_bytes(&pool), on_disk - MIB, "the chunk only the snapshot held is freed");
+    fsck_clean(&pool);
     assert_eq!(pool.json(&["snapshot", "list"]), serde_json::json!([]));
+    assert_eq!(pool.json(&["volume", "inspect", "a"])["used_bytes"], 4 * MIB + 4096);
 
     // A volume's snapshots outlive it.
     pool.ok(&["snapshot", "create", "a", "last"]);

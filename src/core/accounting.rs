@@ -158,7 +158,7 @@ impl Core {
         let mut used: std::collections::HashMap<VolumeId, u64> = std::collections::HashMap::new();
         for (_, inode) in self.meta.all_inodes()? {
             if let Some(id) = inode.data {
-                *used.entry(inode.volume).or_default() += allocated_total(&self.data.open(id)?)?;
+                *used.entry(inode.volume).or_default() += self.file_usage(id, &inode.under)?;
             }
         }
         for mut account in self.space.iter_mut() {

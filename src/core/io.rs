@@ -5,11 +5,12 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use super::overlay::{Overlay, CHUNK, MAX_DEPTH};
 use super::{kill_suidgid, to_off, Core, SetAttr, TimeSet};
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Ino, Kind, LayerId, Txn, VolumeId};
+use crate::meta::{DataId, Ino, Inode, Kind, LayerId, Level, Txn, Under, VolumeId};
 use crate::space::{allocated, allocated_ranges, allocated_total, block_range, fitting_prefix};
 
 /// A regular file opened through the core. It names the inode, whose data file may change
@@ -23,17 +24,22 @@ pub struct OpenFile {
 }
 
 /// The data file an open file uses now, and the layer that owned it when it was bound: while
-/// that is still its view's newest layer, the data file cannot have changed.
+/// that is still its view's newest layer, the data file cannot have changed. With the shared
+/// data files under it, if any.
 #[derive(Clone, Debug)]
 struct Bound {
     id: DataId,
     layer: LayerId,
     file: Arc<File>,
+    overlay: Option<SharedOverlay>,
 }
 
+/// The stack of an open inode, shared by its open files.
+pub(super) type SharedOverlay = Arc<Mutex<Overlay>>;
+
 impl OpenFile {
-    pub(super) fn new(ino: Ino, volume: VolumeId, id: DataId, layer: LayerId, file: File) -> Self {
-        OpenFile { ino, volume, bound: RwLock::new(Bound { id, layer, file: Arc::new(file) }) }
+    fn new(ino: Ino, volume: VolumeId, bound: Bound) -> Self {
+        OpenFile { ino, volume, bound: RwLock::new(bound) }
     }
 
     /// The data file as last bound; what the kernel is handed for passthrough.
@@ -76,14 +82,74 @@ impl Core {
             Kind::Dir => return Err(Error::IsDir(format!("inode {}", ino.0))),
             _ => return Err(Error::Invalid(format!("inode {} is not a regular file", ino.0))),
         }
-        let id = Self::data_id(&inode, ino)?;
-        let file = self.data.open(id)?;
+        let bound = self.bind(ino, &inode)?;
         self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
-        Ok(OpenFile::new(ino, inode.volume, id, inode.data_layer, file))
+        Ok(OpenFile::new(ino, inode.volume, bound))
+    }
+
+    /// An open file of a new regular file.
+    pub(super) fn new_open_file(&self, ino: Ino, inode: &Inode, file: File) -> Result<OpenFile> {
+        let id = Self::data_id(inode, ino)?;
+        Ok(OpenFile::new(ino, inode.volume, Bound { id, layer: inode.data_layer, file: Arc::new(file), overlay: None }))
+    }
+
+    /// What an open file of `ino` uses, as its record says now.
+    fn bind(&self, ino: Ino, inode: &Inode) -> Result<Bound> {
+        let id = Self::data_id(inode, ino)?;
+        Ok(Bound {
+            id,
+            layer: inode.data_layer,
+            file: Arc::new(self.data.open(id)?),
+            overlay: self.overlay_of(ino, id, &inode.under)?,
+        })
+    }
+
+    /// The stack state of `ino` whose own data file is `id`: the one its open files share, or
+    /// loaded from `under`. None for a file that holds all its data itself.
+    fn overlay_of(&self, ino: Ino, id: DataId, under: &Under) -> Result<Option<SharedOverlay>> {
+        if under.is_empty() {
+            return Ok(None);
+        }
+        if let Some(entry) = self.overlays.get(&ino).filter(|e| e.0 == id) {
+            return Ok(Some(entry.1.clone()));
+        }
+        let overlay = Arc::new(Mutex::new(Overlay::load(&self.data, under)?));
+        self.overlays.insert(ino, (id, overlay.clone()));
+        Ok(Some(overlay))
+    }
+
+    /// Writes which chunks the top of `ino`'s stack holds into its record, once the top's data
+    /// is durable, so the record never names a chunk the disk may lack.
+    pub(super) fn persist_overlay(&self, ino: Ino) -> Result<()> {
+        let Some((id, overlay)) = self.overlays.get(&ino).map(|e| e.clone()) else { return Ok(()) };
+        let mut overlay = lock(&overlay);
+        if !overlay.dirty {
+            return Ok(());
+        }
+        self.data.open(id)?.sync_data()?;
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        if inode.data == Some(id) {
+            inode.under = overlay.under();
+            let mut txn = Txn::default();
+            txn.put_inode(ino, &inode);
+            self.meta.commit(txn)?;
+        }
+        overlay.dirty = false;
+        Ok(())
+    }
+
+    /// Before a cut: every stack's top is written into its record.
+    pub(crate) fn persist_overlays(&self) -> Result<()> {
+        let inos: Vec<Ino> = self.overlays.iter().map(|e| *e.key()).collect();
+        inos.into_iter().try_for_each(|ino| self.persist_overlay(ino))
     }
 
     /// The last release of an unlinked file removes it.
     pub fn release(&self, ino: Ino) -> Result<()> {
+        if self.open_files.get(&ino).is_some_and(|n| *n == 1) {
+            self.persist_overlay(ino)?;
+        }
         let _w = self.lock();
         let last = match self.open_files.get_mut(&ino) {
             Some(mut n) => {
@@ -96,6 +162,7 @@ impl Core {
             return Ok(());
         }
         self.open_files.remove(&ino);
+        self.overlays.remove(&ino);
         let inode = match self.meta.inode(ino)? {
             Some(inode) if inode.nlink == 0 => inode,
             _ => return Ok(()),
@@ -108,7 +175,14 @@ impl Core {
     }
 
     pub fn read(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let file = self.data_of(file, Use::Read)?;
+        let bound = self.data_of(file, Use::Read)?;
+        if let Some(overlay) = &bound.overlay {
+            let end = bound.file.metadata()?.len().min(offset.saturating_add(u64::from(size)));
+            let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+            lock(overlay).read(&bound.file, offset, &mut buf)?;
+            return Ok(buf);
+        }
+        let file = bound.file;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -158,8 +232,12 @@ impl Core {
     ) -> Result<u64> {
         let of = file;
         let _cutting = self.changing_data();
-        let file = &*self.data_of(of, Use::Change)?;
+        let bound = self.data_of(of, Use::Change)?;
+        let file = &*bound.file;
         let _io = self.io_lock(of.ino);
+        if let Some(overlay) = &bound.overlay {
+            self.copy_up(of, file, &mut lock(overlay), offset, offset.saturating_add(len))?;
+        }
         let range = block_range(offset, len, self.block);
         let before = allocated_ranges(file, range.0, range.1)?;
         let before_bytes: u64 = before.iter().map(|(s, e)| e - s).sum();
@@ -192,15 +270,37 @@ impl Core {
         result
     }
 
+    /// Makes the top of a stack hold the chunks `[start, end)` touches, charging the volume
+    /// what that changes (holes and zeros are not copied).
+    fn copy_up(&self, of: &OpenFile, top: &File, overlay: &mut Overlay, start: u64, end: u64) -> Result<()> {
+        let (from, to) = (start / CHUNK * CHUNK, end.div_ceil(CHUNK) * CHUNK);
+        let before = overlay.allocated(top, from, to)?;
+        overlay.copy_up(top, start, end)?;
+        let after = allocated(top, from, to)?;
+        self.charge_file(of.ino, of.volume, after as i64 - before as i64);
+        Ok(())
+    }
+
     /// Runs `op`, which may free or allocate blocks anywhere in `file` but needs no promise of
-    /// room (shrinking, punching holes), and charges the volume the difference.
-    pub(super) fn measured(&self, of: &OpenFile, op: impl FnOnce(&File) -> Result<()>) -> Result<()> {
+    /// room (shrinking, punching holes), and charges the volume the difference. `op` also gets
+    /// the file's stack, if it has one.
+    pub(super) fn measured(
+        &self,
+        of: &OpenFile,
+        op: impl FnOnce(&File, Option<&mut Overlay>) -> Result<()>,
+    ) -> Result<()> {
         let _cutting = self.changing_data();
-        let file = &*self.data_of(of, Use::Change)?;
+        let bound = self.data_of(of, Use::Change)?;
+        let file = &*bound.file;
         let _io = self.io_lock(of.ino);
-        let before = allocated_total(file)?;
-        let result = op(file);
-        let after = allocated_total(file)?;
+        let mut overlay = bound.overlay.as_ref().map(|o| lock(o));
+        let held = |overlay: &Option<MutexGuard<'_, Overlay>>| match overlay {
+            Some(o) => o.allocated_total(file),
+            None => allocated_total(file),
+        };
+        let before = held(&overlay)?;
+        let result = op(file, overlay.as_deref_mut());
+        let after = held(&overlay)?;
         self.charge_file(of.ino, of.volume, after as i64 - before as i64);
         result
     }
@@ -211,7 +311,8 @@ impl Core {
 
     /// Makes a file's data and all metadata committed so far durable.
     pub fn fsync(&self, file: &OpenFile, datasync: bool) -> Result<()> {
-        let file = self.data_of(file, Use::Read)?;
+        self.persist_overlay(file.ino)?;
+        let file = self.data_of(file, Use::Read)?.file;
         if datasync {
             file.sync_data()?;
         } else {
@@ -241,15 +342,40 @@ impl Core {
         };
         const MOVES_OR_FREES: i32 =
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
+        const SHIFTS: i32 = libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
         if mode & MOVES_OR_FREES != 0 || length == 0 {
-            self.measured(file, call)
+            self.measured(file, |f, overlay| {
+                if let Some(overlay) = overlay {
+                    // A shift moves everything after it: the top takes all of the file first,
+                    // and nothing below shows any more.
+                    let (start, end) =
+                        if mode & SHIFTS != 0 { (0, f.metadata()?.len()) } else { (offset, offset + length) };
+                    overlay.copy_up(f, start, end)?;
+                    if mode & SHIFTS != 0 {
+                        overlay.truncated(0);
+                    }
+                }
+                call(f)
+            })
         } else {
             self.allocating(file, offset, length, Fit::Whole, |f, _| call(f).map(|()| length)).map(drop)
         }
     }
 
     pub fn lseek(&self, file: &OpenFile, offset: i64, whence: i32) -> Result<i64> {
-        let file = self.data_of(file, Use::Read)?;
+        let bound = self.data_of(file, Use::Read)?;
+        if bound.overlay.is_some() && matches!(whence, libc::SEEK_DATA | libc::SEEK_HOLE) {
+            // Data and holes of a stack are not tracked: all of it counts as data, as POSIX
+            // allows.
+            let size = bound.file.metadata()?.len() as i64;
+            return match whence {
+                _ if offset < 0 => Err(Error::Invalid(format!("seek to {offset}"))),
+                _ if offset >= size => Err(Error::NoData),
+                libc::SEEK_DATA => Ok(offset),
+                _ => Ok(size),
+            };
+        }
+        let file = bound.file;
         // SAFETY: plain syscall on an owned descriptor; it moves only our private offset.
         let pos = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
         if pos < 0 {
@@ -270,7 +396,14 @@ impl Core {
         let mut off_in = to_off(src_offset)?;
         let mut off_out = to_off(dst_offset)?;
         let len = len.min((i64::MAX as u64).saturating_sub(dst_offset));
-        let src = self.data_of(src, Use::Read)?;
+        let source = self.data_of(src, Use::Read)?;
+        if source.overlay.is_some() {
+            // Bytes of a stack come from several files: read them, then write them.
+            const MOST: u64 = 8 << 20;
+            let bytes = self.read(src, src_offset, len.min(MOST) as u32)?;
+            return self.write(dst, dst_offset, &bytes).map(u64::from);
+        }
+        let src = source.file;
         self.allocating(dst, dst_offset, len, Fit::Prefix, |dst, fits| {
             // SAFETY: both descriptors are owned; the offsets are ours.
             let n = unsafe {
@@ -294,11 +427,17 @@ impl Core {
         let result = (|| {
             if let Some(size) = set.size {
                 // Growing leaves a hole, which costs nothing; shrinking frees blocks.
-                self.measured(file, |f| Ok(f.set_len(size)?))?;
+                self.measured(file, |f, overlay| {
+                    f.set_len(size)?;
+                    if let Some(overlay) = overlay {
+                        overlay.truncated(size);
+                    }
+                    Ok(())
+                })?;
             }
             if set.atime.is_some() || set.mtime.is_some() {
                 let _cutting = self.changing_data();
-                set_times(&*self.data_of(file, Use::Change)?, set.atime, set.mtime)?;
+                set_times(&self.data_of(file, Use::Change)?.file, set.atime, set.mtime)?;
             }
             Ok(())
         })();
@@ -311,12 +450,14 @@ impl Core {
     /// Whether the view of `file` owns its data file (no snapshot or clone shares it), so the
     /// kernel may write it directly.
     pub fn owns_data(&self, file: &OpenFile) -> Result<bool> {
-        Ok(file.bound().layer == self.meta.view(file.ino.view())?.head())
+        let bound = file.bound();
+        Ok(bound.overlay.is_none() && bound.layer == self.meta.view(file.ino.view())?.head())
     }
 
-    /// The data file `file` must use now. For a change, one its view owns: a data file shared
-    /// with a snapshot or clone is copied first, once, for every open file of the inode.
-    fn data_of(&self, file: &OpenFile, usage: Use) -> Result<Arc<File>> {
+    /// The data file `file` must use now, with its stack. For a change, one its view owns: a
+    /// shared data file gets a data file of the view's own on top first, once for every open
+    /// file of the inode.
+    fn data_of(&self, file: &OpenFile, usage: Use) -> Result<Bound> {
         let view = self.meta.view(file.ino.view())?;
         if usage == Use::Change && view.read_only {
             return Err(Error::ReadOnly(format!("inode {} belongs to a snapshot", file.ino.0)));
@@ -324,74 +465,88 @@ impl Core {
         let head = view.head();
         let bound = file.bound();
         if bound.layer == head {
-            return Ok(bound.file);
+            return Ok(bound);
         }
-        let (id, layer) = match usage {
-            Use::Change => self.own_data(file.ino, head)?,
-            Use::Read => {
-                let inode = self.inode(file.ino)?;
-                (Self::data_id(&inode, file.ino)?, inode.data_layer)
-            }
-        };
+        if usage == Use::Change {
+            self.own_data(file.ino, head)?;
+        }
+        let inode = self.inode(file.ino)?;
         let mut bound = file.bound.write().unwrap_or_else(|p| p.into_inner());
-        if bound.id != id {
-            bound.file = Arc::new(self.data.open(id)?);
-            bound.id = id;
+        if bound.id != Self::data_id(&inode, file.ino)? {
+            *bound = self.bind(file.ino, &inode)?;
         }
-        bound.layer = layer;
-        Ok(bound.file.clone())
+        bound.layer = inode.data_layer;
+        Ok(bound.clone())
     }
 
-    /// Gives the view of `ino` a data file of its own: a copy (holes stay holes, times kept)
-    /// of the one it shares, made durable before the inode points to it. The copy runs without
-    /// the write lock, so other metadata changes go on meanwhile; one copy per inode at a time.
-    /// Returns the data file and its layer, `head`.
-    pub(super) fn own_data(&self, ino: Ino, head: LayerId) -> Result<(DataId, LayerId)> {
+    /// Gives the view of `ino` a data file of its own, with the shared one under it: a new,
+    /// empty top of the file's stack, which takes chunks as they change. A stack already
+    /// `MAX_DEPTH` deep is copied into the new file whole instead (holes stay holes). The new
+    /// file is durable before the inode points to it. One inode at a time; the write lock only
+    /// for the commit.
+    pub(super) fn own_data(&self, ino: Ino, head: LayerId) -> Result<()> {
         let _io = self.io_lock(ino);
         let inode = self.inode(ino)?;
         let shared = Self::data_id(&inode, ino)?;
         if inode.data_layer == head {
-            return Ok((shared, head));
+            return Ok(());
         }
         if self.meta.view(ino.view())?.read_only {
             return Err(Error::ReadOnly(format!("inode {} belongs to a snapshot", ino.0)));
         }
         let mut txn = Txn::default();
         let id = DataId(self.alloc_id(&mut txn));
-        let copied = self.data.create(id).map_err(Error::from).and_then(|copy| {
+        let flatten = inode.under.lower.len() >= MAX_DEPTH;
+        let made = self.data.create(id).map_err(Error::from).and_then(|top| {
             let src = self.data.open(shared)?;
-            crate::space::copy_sparse(&src, &copy)?;
             let st = src.metadata()?;
-            copy.set_times(std::fs::FileTimes::new().set_accessed(st.accessed()?).set_modified(st.modified()?))?;
-            copy.sync_all()?;
-            Ok((allocated_total(&src)?, allocated_total(&copy)?))
+            let under = if flatten {
+                Overlay::load(&self.data, &inode.under)?.copy_whole(&src, &top, st.len())?;
+                Under::default()
+            } else {
+                top.set_len(st.len())?;
+                let mut lower = vec![(shared, inode.under.top.clone())];
+                lower.extend(inode.under.lower.iter().cloned());
+                Under { top: Level { held: Default::default(), limit: st.len() }, lower }
+            };
+            top.set_times(std::fs::FileTimes::new().set_accessed(st.accessed()?).set_modified(st.modified()?))?;
+            top.sync_all()?;
+            Ok(under)
         });
-        let committed = copied.and_then(|sizes| {
+        let committed = made.and_then(|under| {
             let _w = self.lock();
-            // Re-read: other fields may have changed while the data was copied.
+            // Re-read: other fields may have changed meanwhile.
             let mut inode = self.inode(ino)?;
+            let replaced = std::mem::replace(&mut inode.under, under);
             inode.data = Some(id);
             inode.data_layer = head;
+            // What the view holds may differ: blocks past the end, or zeros, are not carried.
+            let was = self.file_usage(shared, &replaced)?;
+            let now = self.file_usage(id, &inode.under)?;
             txn.put_inode(ino, &inode);
             self.meta.commit(txn)?;
-            // The shared file may have had no other reader left (its snapshot was deleted).
-            if !self.seen_elsewhere(ino, shared)? {
-                self.data.remove(shared)?;
+            self.charge_file(ino, inode.volume, now as i64 - was as i64);
+            if flatten {
+                // The view lets go of the old stack; what no other view reads goes.
+                for old in std::iter::once(shared).chain(replaced.lower.iter().map(|(d, _)| *d)) {
+                    if !self.seen_elsewhere(ino, old)? {
+                        self.data.remove(old)?;
+                    }
+                }
             }
-            Ok((sizes, inode.volume))
+            Ok(inode)
         });
-        let ((was, now), volume) = match committed {
-            Ok(done) => done,
+        let inode = match committed {
+            Ok(inode) => inode,
             Err(e) => {
                 let _ = self.data.remove(id);
                 return Err(e);
             }
         };
-        // The copy replaces the shared file in this volume's usage; holes and preallocated
-        // blocks the copy did not keep make the difference.
-        self.charge_file(ino, volume, now as i64 - was as i64);
-        tracing::debug!(ino = ino.0, from = shared.0, to = id.0, "copied a shared data file before a change");
-        Ok((id, head))
+        self.overlays.remove(&ino);
+        self.overlay_of(ino, id, &inode.under)?;
+        tracing::debug!(ino = ino.0, shared = shared.0, own = id.0, flatten, "a view took a data file of its own");
+        Ok(())
     }
 }
 
@@ -408,4 +563,9 @@ fn set_times(file: &File, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Res
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
+}
+
+/// Locks a stack; a panic elsewhere leaves its state as consistent as any crash would.
+fn lock(overlay: &SharedOverlay) -> MutexGuard<'_, Overlay> {
+    overlay.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -11,8 +11,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use super::Pool;
+use crate::core::CHUNK;
 use crate::error::{Error, Result};
-use crate::meta::{decode_inode, encode_inode, DataId, LayerId, LayerTable, Timestamp, Txn, Usage, Volume, VolumeId};
+use crate::meta::{
+    decode_inode, encode_inode, DataId, Inode, LayerId, LayerTable, Level, Timestamp, Txn, Usage, Volume, VolumeId,
+};
 use crate::names::VolumeName;
 
 /// What `volfs snapshot list` shows.
@@ -54,7 +57,9 @@ impl Pool {
     /// directly (passthrough), since those writes could not be kept out of the snapshot.
     pub fn create_snapshot(&self, volume: &VolumeName, snap: &VolumeName) -> Result<Volume> {
         let name = format!("{volume}@{snap}");
-        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
+        let _cutting = self.core.cutting();
+        self.core.persist_overlays()?;
+        let _w = self.core.lock();
         if self.core.meta().volume(&name)?.is_some() {
             return Err(Error::Exists(format!("snapshot {name}")));
         }
@@ -71,7 +76,9 @@ impl Pool {
             Source::Volume(v) => v,
             Source::Snapshot(s) => s,
         };
-        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
+        let _cutting = self.core.cutting();
+        self.core.persist_overlays()?;
+        let _w = self.core.lock();
         if self.core.meta().volume(name.as_str())?.is_some() {
             return Err(Error::Exists(format!("volume {name}")));
         }
@@ -165,25 +172,42 @@ impl Pool {
             }
         }
         snapshots.sort_by_key(|s| (s.created, s.name.clone()));
-        // Which views read each data file.
-        let mut readers: HashMap<DataId, HashSet<VolumeId>> = HashMap::new();
+        // What each view sees of each data file: all of it (its own), or some chunks (a shared
+        // file under its own).
+        let mut seen: HashMap<DataId, HashMap<VolumeId, Sight>> = HashMap::new();
         for (_, inode) in meta.all_inodes()? {
-            if let Some(id) = inode.data {
-                readers.entry(id).or_default().insert(inode.volume);
+            for (id, sight) in sights(&inode) {
+                let entry = seen.entry(id).or_default().entry(inode.volume).or_insert(Sight::Chunks(HashSet::new()));
+                entry.add(sight);
             }
         }
         snapshots
             .iter()
             .map(|s| {
                 let mut exclusive = 0;
-                for (id, views) in &readers {
-                    if views.len() == 1 && views.contains(&s.id) {
-                        exclusive += crate::space::allocated_total(&self.core.data().open(*id)?)?;
-                    }
+                for (id, views) in seen.iter().filter(|(_, v)| v.contains_key(&s.id)) {
+                    exclusive += self.unseen_bytes(*id, views.iter().filter(|(v, _)| **v != s.id).map(|(_, s)| s))?;
                 }
                 self.snapshot_info(s, exclusive)
             })
             .collect()
+    }
+
+    /// Bytes of data file `id` in chunks none of `others` sees.
+    fn unseen_bytes<'a>(&self, id: DataId, others: impl Iterator<Item = &'a Sight>) -> Result<u64> {
+        let mut chunks = HashSet::new();
+        for sight in others {
+            match sight {
+                Sight::All => return Ok(0),
+                Sight::Chunks(c) => chunks.extend(c.iter().copied()),
+            }
+        }
+        let file = self.core.data().open(id)?;
+        let mut bytes = crate::space::allocated_total(&file)?;
+        for c in chunks {
+            bytes -= crate::space::allocated(&file, c * CHUNK, (c + 1) * CHUNK)?;
+        }
+        Ok(bytes)
     }
 
     /// What `volfs snapshot list` shows of `snapshot`, given the bytes only it holds (none at
@@ -222,6 +246,38 @@ impl Pool {
         // every one of them has replaced: no view sees it any more.
         let unseen = self.unreferenced_data()?;
         self.remove_unshared(&unseen);
+        self.punch_unseen_chunks()
+    }
+
+    /// Frees the chunks of shared data files that no view sees any more (every view holds
+    /// them in a newer data file of its own).
+    fn punch_unseen_chunks(&self) -> Result<()> {
+        let mut seen: HashMap<DataId, Sight> = HashMap::new();
+        for (_, inode) in self.core.meta().all_inodes()? {
+            for (id, sight) in sights(&inode) {
+                seen.entry(id).or_insert(Sight::Chunks(HashSet::new())).add(sight);
+            }
+        }
+        for (id, sight) in seen {
+            let Sight::Chunks(chunks) = sight else { continue };
+            let file = std::fs::OpenOptions::new().write(true).open(self.core.data().path(id))?;
+            for (start, end) in crate::space::allocated_ranges(&file, 0, u64::MAX >> 1)? {
+                for c in (start / CHUNK..end.div_ceil(CHUNK)).filter(|c| !chunks.contains(c)) {
+                    // SAFETY: plain syscall on an owned descriptor.
+                    let rc = unsafe {
+                        libc::fallocate(
+                            std::os::fd::AsRawFd::as_raw_fd(&file),
+                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                            (c * CHUNK) as i64,
+                            CHUNK as i64,
+                        )
+                    };
+                    if rc != 0 {
+                        return Err(std::io::Error::last_os_error().into());
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -322,4 +378,34 @@ impl Pool {
             }
         }
     }
+}
+
+/// What a view sees of a data file.
+enum Sight {
+    All,
+    Chunks(HashSet<u64>),
+}
+
+impl Sight {
+    fn add(&mut self, more: Sight) {
+        match (&mut *self, more) {
+            (Sight::All, _) => {}
+            (_, Sight::All) => *self = Sight::All,
+            (Sight::Chunks(mine), Sight::Chunks(more)) => mine.extend(more),
+        }
+    }
+}
+
+/// What an inode shows of each of its data files: all of its own; of a shared one under it,
+/// the chunks no newer level holds, up to where the newer levels cut it off.
+fn sights(inode: &Inode) -> Vec<(DataId, Sight)> {
+    let mut out: Vec<(DataId, Sight)> = inode.data.map(|id| (id, Sight::All)).into_iter().collect();
+    let mut above: Vec<&Level> = vec![&inode.under.top];
+    for (id, level) in &inode.under.lower {
+        let limit = above.iter().map(|l| l.limit).min().unwrap_or(0);
+        let chunks = (0..limit.div_ceil(CHUNK)).filter(|c| !above.iter().any(|l| l.held.contains(*c))).collect();
+        out.push((*id, Sight::Chunks(chunks)));
+        above.push(level);
+    }
+    out
 }
