@@ -176,10 +176,15 @@ def report(results_dir, args):
             for e in errs:
                 print("%s on %s failed: %s" % (r["test"], t, e))
     if json_out:
-        with open(json_out, "w") as f:
-            json.dump(dict(extra, results=rows), f, indent=2)
-            f.write("\n")
-        print("\nwrote %s" % json_out)
+        write_json(json_out, dict(extra, results=rows))
+
+
+def write_json(path, doc):
+    """Writes a report as indented JSON and says where."""
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    print("\nwrote %s" % path)
 
 
 def main():

@@ -28,6 +28,9 @@ import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchtool import write_json  # noqa: E402  (a sibling script, not a package)
+
 SMALL = 4096
 PER_DIR = 1000
 CHUNK = 1 << 20
@@ -195,10 +198,7 @@ def report(metrics_path, results_path, args):
         for e in r.get("errors", []):
             print("%s: a run failed: %s" % (r["metric"], e))
     if json_out:
-        with open(json_out, "w") as f:
-            json.dump(dict(extra, results=[r for r in rows if "section" not in r], notes=notes), f, indent=2)
-            f.write("\n")
-        print("\nwrote %s" % json_out)
+        write_json(json_out, dict(extra, results=[r for r in rows if "section" not in r], notes=notes))
 
 
 def main():
