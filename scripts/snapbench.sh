@@ -14,9 +14,10 @@
 #   fio: 4 KiB rand write (+ end_fsync) and 1 MiB seq read (buffered, and O_DIRECT so every
 #   read reaches the daemon), time-based, on a 1 GiB file: first with no snapshot, then after
 #   5 snapshots, each cut after a 4 KiB write so they differ. The first write after a snapshot
-#   copies the data file; an untimed warm-up write, whose time is shown apart, makes that
-#   copy before the timed runs, so they measure steady state. Page cache written back and
-#   dropped before every fio run.
+#   gives the file a data file of its own over the shared one; an untimed warm-up write,
+#   whose time is shown apart, does that before the timed runs. The timed runs still copy
+#   each 1 MiB chunk up the first time they change it, as an application would. Page cache
+#   written back and dropped before every fio run.
 # Prints a table (metric, median, unit, min, max, runs).
 #
 # Usage: scripts/snapbench.sh [--json FILE] [--files N] [--data SIZE] [--runtime SECONDS]
@@ -73,8 +74,8 @@ full_bytes=$((data_bytes + files * 4096))
 
 vf_setup full "$capacity" >&2
 mnt_full=$VF_MNT
-# Disk the run needs: the full volume, the first-write file and its copy, the fio file and
-# one copy per snapshot (volfs copies a whole data file on the first change after a cut).
+# Disk the run needs, counted generously: the full volume, the first-write file and a copy,
+# the fio file and a copy per snapshot (volfs copies only the chunks that change).
 need=$((full_bytes + (2 + 1 + snapshots + 1) * file_bytes))
 avail=$(($(stat -f -c '%a * %S' "$VF_POOL")))
 ((avail > need + (1 << 30))) || vf_die "the pool's disk has $((avail >> 20)) MiB free; this run needs about $((need >> 20)) MiB"
@@ -237,7 +238,7 @@ fio_runs() {
 	done
 }
 
-# warmup N: one timed 4 KiB pwrite; after a snapshot it makes the copy of the file.
+# warmup N: one timed 4 KiB pwrite; after a snapshot it gives the file its own data file.
 warmup() {
 	local t
 	sync
@@ -277,8 +278,8 @@ done <<<"$populate"
 report+=(
 	--note "median of $repeat runs per row; command times include process start and the control-socket round trip: subtract the no-op row"
 	--note "snapshot list is not a no-op: it reads the pool's inode records (both volumes are in one pool, so the empty volume's list pays for the full one's files too)"
-	--note "first write: includes volfs copying the whole data file (and fsyncing the copy), which it does on the first change after a snapshot"
-	--note "fio: the timed runs do NOT include that copy: the warm-up write made it first (its time is the warm-up row)"
+	--note "first write: includes volfs making a durable data file of the file's own over the shared one and copying one 1 MiB chunk up"
+	--note "fio: the warm-up write made the file's own data file first (its time is the warm-up row); the timed runs copy chunks up as they first change them"
 )
 if [[ -n $json_out ]]; then
 	report+=(--json "$json_out")
