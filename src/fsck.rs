@@ -1,6 +1,9 @@
-//! fsck: checks every invariant of a pool — the directory tree of each volume, link counts,
-//! entry counts and readdir cookies, usage counters, and that data files and inodes match —
-//! and, when asked, reclaims what interrupted operations left behind.
+//! fsck: checks every invariant of a pool — the directory tree of each volume and snapshot,
+//! link counts, entry counts and readdir cookies, usage counters (inodes, and bytes against
+//! what the data files hold), that every layer holding records is read by some view and every
+//! file's data belongs to a layer its view reads, and that data files (with the shared ones
+//! under them) and inodes match — and, when asked, reclaims what interrupted operations left
+//! behind.
 
 use std::collections::{HashMap, HashSet};
 
