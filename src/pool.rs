@@ -251,12 +251,21 @@ impl Pool {
     }
 
     /// Sets a volume's capacity; mounts report it at once. Refuses a capacity below what the
-    /// volume's files occupy.
+    /// volume's files occupy, and a first capacity while the kernel writes files of the
+    /// volume directly.
     pub fn resize_volume(&self, name: &str, capacity: u64) -> Result<Volume> {
-        let _w = self.core.lock();
+        // No file is opened for passthrough meanwhile (opens decide under the other side).
+        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
         let mut volume = self.volume(name)?;
         if volume.is_snapshot() {
             return Err(Error::Invalid(format!("{name} is a snapshot, which cannot be resized")));
+        }
+        if volume.capacity == 0 && self.core.has_passthrough_files(volume.id) {
+            // The kernel writes those files directly: nothing could hold them to a capacity.
+            return Err(Error::Busy(format!(
+                "volume {name} has files open with passthrough I/O (the kernel changes them directly); \
+                 close them before giving it a capacity"
+            )));
         }
         let used = self.volume_info(&volume)?.used_bytes;
         if capacity < used {

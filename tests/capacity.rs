@@ -243,3 +243,25 @@ fn usage_survives_an_orderly_stop_and_a_kill() {
     assert_eq!(used(m.path()), expected + MIB, "usage recounted after the kill");
     fsck_clean(&pool);
 }
+
+#[test]
+fn a_first_capacity_waits_until_no_file_is_open_with_passthrough() {
+    let pool = TestPool::new();
+    pool.create_volume("a", None);
+    let m = pool.mount("a", MountOpts::default());
+    let open = open_rw(&m.join("f"));
+    let out = pool.run(&["volume", "resize", "a", "--capacity", "1Mi"]);
+    common::assert_fails_naming(&out, "a capacity while a passthrough file is open", &["volume a", "passthrough"]);
+    assert_eq!(pool.json(&["volume", "inspect", "a"])["capacity"], 0);
+    drop(open);
+    // The kernel releases a closed file a moment after close returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pool.run(&["volume", "resize", "a", "--capacity", "1Mi"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "resize still refused after the file was closed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // From now on the daemon holds writes to the capacity.
+    let f = open_rw(&m.join("f"));
+    assert_eq!(pwrite(&f, &vec![1u8; (2 * MIB) as usize], 0).unwrap() as u64, MIB);
+    assert_eq!(errno_of("write past the new capacity", pwrite(&f, b"x", MIB)), libc::ENOSPC);
+}
