@@ -108,9 +108,10 @@ def load_runs(results_dir, target, test):
     return runs
 
 
-def report(results_dir, args):
-    json_out = None
-    extra = {}
+def report_options(args):
+    """A report command's options: --json FILE, --meta KEY=VALUE (repeated), --note TEXT
+    (repeated). Returns the JSON path (or None), the meta dict and the notes."""
+    json_out, extra, notes = None, {}, []
     while args:
         a = args.pop(0)
         if a == "--json":
@@ -118,8 +119,15 @@ def report(results_dir, args):
         elif a == "--meta":
             k, _, v = args.pop(0).partition("=")
             extra[k] = int(v) if v.isdigit() else v
+        elif a == "--note":
+            notes.append(args.pop(0))
         else:
-            raise SystemExit(__doc__)
+            raise SystemExit("unknown report option %r" % a)
+    return json_out, extra, notes
+
+
+def report(results_dir, args):
+    json_out, extra, _ = report_options(args)
     rows = []
     counts = set()
     for test, label in TESTS:

@@ -29,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchtool import write_json  # noqa: E402  (a sibling script, not a package)
+from benchtool import report_options, write_json  # noqa: E402  (a sibling script, not a package)
 
 SMALL = 4096
 PER_DIR = 1000
@@ -132,18 +132,7 @@ def fmt(v):
 
 
 def report(metrics_path, results_path, args):
-    json_out, extra, notes = None, {}, []
-    while args:
-        a = args.pop(0)
-        if a == "--json":
-            json_out = args.pop(0)
-        elif a == "--meta":
-            k, _, v = args.pop(0).partition("=")
-            extra[k] = int(v) if v.isdigit() else v
-        elif a == "--note":
-            notes.append(args.pop(0))
-        else:
-            raise SystemExit(__doc__)
+    json_out, extra, notes = report_options(args)
 
     runs, errors = {}, {}
     if os.path.exists(results_path):
