@@ -172,15 +172,7 @@ impl Pool {
             }
         }
         snapshots.sort_by_key(|s| (s.created, s.name.clone()));
-        // What each view sees of each data file: all of it (its own), or some chunks (a shared
-        // file under its own).
-        let mut seen: HashMap<DataId, HashMap<VolumeId, Sight>> = HashMap::new();
-        for (_, inode) in meta.all_inodes()? {
-            for (id, sight) in sights(&inode) {
-                let entry = seen.entry(id).or_default().entry(inode.volume).or_insert(Sight::Chunks(HashSet::new()));
-                entry.add(sight);
-            }
-        }
+        let seen = self.sights()?;
         snapshots
             .iter()
             .map(|s| {
@@ -191,6 +183,18 @@ impl Pool {
                 self.snapshot_info(s, exclusive)
             })
             .collect()
+    }
+
+    /// What each volume and snapshot sees of each data file: all of it (its own), or some
+    /// chunks (a shared file under its own).
+    fn sights(&self) -> Result<HashMap<DataId, HashMap<VolumeId, Sight>>> {
+        let mut seen: HashMap<DataId, HashMap<VolumeId, Sight>> = HashMap::new();
+        for (_, inode) in self.core.meta().all_inodes()? {
+            for (id, sight) in sights(&inode) {
+                seen.entry(id).or_default().entry(inode.volume).or_insert(Sight::Chunks(HashSet::new())).add(sight);
+            }
+        }
+        Ok(seen)
     }
 
     /// Bytes of data file `id` in chunks none of `others` sees.
@@ -252,13 +256,9 @@ impl Pool {
     /// Frees the chunks of shared data files that no view sees any more (every view holds
     /// them in a newer data file of its own).
     fn punch_unseen_chunks(&self) -> Result<()> {
-        let mut seen: HashMap<DataId, Sight> = HashMap::new();
-        for (_, inode) in self.core.meta().all_inodes()? {
-            for (id, sight) in sights(&inode) {
-                seen.entry(id).or_insert(Sight::Chunks(HashSet::new())).add(sight);
-            }
-        }
-        for (id, sight) in seen {
+        for (id, views) in self.sights()? {
+            let mut sight = Sight::Chunks(HashSet::new());
+            views.into_values().for_each(|v| sight.add(v));
             let Sight::Chunks(chunks) = sight else { continue };
             let file = std::fs::OpenOptions::new().write(true).open(self.core.data().path(id))?;
             for (start, end) in crate::space::allocated_ranges(&file, 0, u64::MAX >> 1)? {
