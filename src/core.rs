@@ -9,7 +9,6 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -177,7 +176,6 @@ pub struct Core {
     data: DataStore,
     pool_dir: PathBuf,
     write: Mutex<()>,
-    next_id: AtomicU64,
     /// How many opens each open inode has.
     open_files: DashMap<Ino, u32>,
     space: DashMap<VolumeId, Account>,
@@ -194,13 +192,10 @@ pub struct Core {
     cut: RwLock<()>,
 }
 
-const NEXT_ID: &str = "next_id";
 const NEXT_VIEW: &str = "next_view";
-const FIRST_ID: u64 = 16;
 
 impl Core {
     pub fn new(pool_dir: &Path, meta: Meta, data: DataStore) -> Result<Self> {
-        let next_id = meta.counter(NEXT_ID)?.max(FIRST_ID);
         let space = DashMap::new();
         for volume in meta.volumes()? {
             let used = meta.usage(volume.id)?.bytes;
@@ -212,7 +207,6 @@ impl Core {
             data,
             pool_dir: pool_dir.to_path_buf(),
             write: Mutex::new(()),
-            next_id: AtomicU64::new(next_id),
             open_files: DashMap::new(),
             space,
             direct: DashMap::new(),
@@ -246,13 +240,6 @@ impl Core {
     /// changes meanwhile. Taken before the write lock.
     pub(crate) fn cutting(&self) -> RwLockWriteGuard<'_, ()> {
         self.cut.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A fresh id for an inode, data file or volume; recorded in `txn`.
-    pub(crate) fn alloc_id(&self, txn: &mut Txn) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        txn.put_counter(NEXT_ID, id + 1);
-        id
     }
 
     /// A fresh view id, recorded in `txn`; one per transaction. The caller holds the write lock.
@@ -368,7 +355,7 @@ impl Core {
             caller.gid
         };
         let mut txn = Txn::default();
-        let ino = Ino::new(parent.view(), self.alloc_id(&mut txn));
+        let ino = Ino::new(parent.view(), self.meta.alloc_id(&mut txn));
         let mut inode = Inode {
             volume: dir.volume,
             kind,
@@ -392,7 +379,7 @@ impl Core {
         let mut file = None;
         match spec {
             NodeSpec::File => {
-                let id = DataId(self.alloc_id(&mut txn));
+                let id = DataId(self.meta.alloc_id(&mut txn));
                 inode.data = Some(id);
                 inode.data_layer = self.meta.view(parent.view())?.head();
                 file = Some(self.new_open_file(ino, &inode, self.data.create(id)?)?);

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -483,7 +483,17 @@ pub struct Meta {
     synced: AtomicU64,
     /// Every view's layers, from the volume records; replaced whole when they change.
     views: RwLock<Arc<HashMap<ViewId, View>>>,
+    /// The one sequence inodes, data files, volumes and layers take their ids from.
+    next_id: AtomicU64,
+    /// Where the sequence starts after a restart, as last committed. Held while a transaction
+    /// that took ids commits, so the record only ever grows: transactions may commit in
+    /// another order than they took their ids.
+    ids_recorded: Mutex<u64>,
 }
+
+const NEXT_ID: &str = "next_id";
+/// Ids below are never handed out.
+const FIRST_ID: u64 = 16;
 
 /// What a view reads and where it writes.
 #[derive(Clone, Debug)]
@@ -515,6 +525,8 @@ pub struct Txn {
     views_change: bool,
     /// Changes to layers as stored, past any view (merging and dropping layers).
     layer_ops: Vec<Op>,
+    /// The highest id the transaction's records hold.
+    max_id: Option<u64>,
 }
 
 impl Txn {
@@ -588,7 +600,17 @@ const SCAN_BATCH: usize = 1024;
 
 impl Meta {
     pub fn new(store: Box<dyn KvStore>) -> Result<Self> {
-        let meta = Meta { store, committed: AtomicU64::new(0), synced: AtomicU64::new(0), views: RwLock::default() };
+        let mut meta = Meta {
+            store,
+            committed: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            views: RwLock::default(),
+            next_id: AtomicU64::new(0),
+            ids_recorded: Mutex::new(0),
+        };
+        let next = meta.counter(NEXT_ID)?.max(FIRST_ID);
+        meta.next_id = AtomicU64::new(next);
+        meta.ids_recorded = Mutex::new(next);
         meta.load_views()?;
         Ok(meta)
     }
@@ -615,6 +637,14 @@ impl Meta {
     /// Every view and its layers.
     pub fn views(&self) -> Arc<HashMap<ViewId, View>> {
         self.views.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A fresh id, for records `txn` writes. An id taken but never committed names nothing
+    /// that outlives a restart.
+    pub fn alloc_id(&self, txn: &mut Txn) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        txn.max_id = txn.max_id.max(Some(id));
+        id
     }
 
     pub fn commit(&self, txn: Txn) -> Result<()> {
@@ -646,7 +676,17 @@ impl Meta {
             });
         }
         ops.extend(txn.layer_ops);
+        // A restart resumes the id sequence past every id a committed record holds.
+        let recorded = txn.max_id.map(|id| (id + 1, self.ids_recorded.lock().unwrap_or_else(|p| p.into_inner())));
+        if let Some((next, recorded)) = &recorded {
+            if next > &**recorded {
+                ops.push(Op::Put(Table::Counters, NEXT_ID.as_bytes().to_vec(), next.to_be_bytes().to_vec()));
+            }
+        }
         self.store.commit(ops)?;
+        if let Some((next, mut recorded)) = recorded {
+            *recorded = next.max(*recorded);
+        }
         self.committed.fetch_add(1, Ordering::SeqCst);
         if txn.views_change {
             self.load_views()?;
@@ -922,6 +962,34 @@ mod tests {
             }
             out.extend(batch);
         }
+    }
+
+    #[test]
+    fn a_restart_never_hands_out_a_committed_id_whatever_order_transactions_commit_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let inode = |i: u64| Ino::new(ViewId(1), i);
+        let (early, late) = {
+            let meta = Meta::open(dir.path()).unwrap();
+            // A copy-up takes its id outside the write lock, then commits after a create
+            // that took a later id.
+            let mut slow = Txn::default();
+            let early = meta.alloc_id(&mut slow);
+            let mut fast = Txn::default();
+            let late = meta.alloc_id(&mut fast);
+            fast.put_counter("unrelated", 1);
+            fast.put_orphan(inode(late));
+            meta.commit(fast).unwrap();
+            slow.put_orphan(inode(early));
+            meta.commit(slow).unwrap();
+            // Taken and dropped: names nothing, so a restart may hand it out again.
+            meta.alloc_id(&mut Txn::default());
+            meta.sync().unwrap();
+            (early, late)
+        };
+        assert!(early < late);
+        let meta = Meta::open(dir.path()).unwrap();
+        assert_eq!(meta.orphans().unwrap().len(), 2);
+        assert_eq!(meta.alloc_id(&mut Txn::default()), late + 1);
     }
 
     #[test]

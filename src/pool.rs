@@ -170,10 +170,10 @@ impl Pool {
             return Err(Error::Exists(format!("volume {name}")));
         }
         let mut txn = Txn::default();
-        let id = VolumeId(core.alloc_id(&mut txn));
+        let id = VolumeId(core.meta().alloc_id(&mut txn));
         let view = core.alloc_view(&mut txn)?;
-        let layer = core.alloc_id(&mut txn);
-        let root = Ino::new(view, core.alloc_id(&mut txn));
+        let layer = core.meta().alloc_id(&mut txn);
+        let root = Ino::new(view, core.meta().alloc_id(&mut txn));
         let now = Timestamp::now();
         let inode = Inode {
             volume: id,

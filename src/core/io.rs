@@ -495,7 +495,7 @@ impl Core {
             return Err(Error::ReadOnly(format!("inode {} belongs to a snapshot", ino.0)));
         }
         let mut txn = Txn::default();
-        let id = DataId(self.alloc_id(&mut txn));
+        let id = DataId(self.meta.alloc_id(&mut txn));
         let flatten = inode.under.lower.len() >= MAX_DEPTH;
         let made = self.data.create(id).map_err(Error::from).and_then(|top| {
             let src = self.data.open(shared)?;

@@ -123,15 +123,15 @@ impl Pool {
         let core = &self.core;
         let meta = core.meta();
         let mut txn = Txn::default();
-        let id = VolumeId(core.alloc_id(&mut txn));
+        let id = VolumeId(core.meta().alloc_id(&mut txn));
         let view = core.alloc_view(&mut txn)?;
         let mut layers = from.layers.clone();
         if !snapshot {
-            layers.insert(0, core.alloc_id(&mut txn));
+            layers.insert(0, core.meta().alloc_id(&mut txn));
         }
         if !from.is_snapshot() {
             let mut source = from.clone();
-            source.layers.insert(0, core.alloc_id(&mut txn));
+            source.layers.insert(0, core.meta().alloc_id(&mut txn));
             txn.put_volume(&source);
         }
         let new = Volume {
