@@ -273,6 +273,10 @@ impl Core {
     /// Makes the top of a stack hold the chunks `[start, end)` touches, charging the volume
     /// what that changes (holes and zeros are not copied).
     fn copy_up(&self, of: &OpenFile, top: &File, overlay: &mut Overlay, start: u64, end: u64) -> Result<()> {
+        if start >= end {
+            // Nothing to hold, and no chunk to measure either.
+            return Ok(());
+        }
         let (from, to) = (start / CHUNK * CHUNK, end.div_ceil(CHUNK) * CHUNK);
         let before = overlay.allocated(top, from, to)?;
         overlay.copy_up(top, start, end)?;
