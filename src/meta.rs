@@ -976,7 +976,6 @@ mod tests {
             let early = meta.alloc_id(&mut slow);
             let mut fast = Txn::default();
             let late = meta.alloc_id(&mut fast);
-            fast.put_counter("unrelated", 1);
             fast.put_orphan(inode(late));
             meta.commit(fast).unwrap();
             slow.put_orphan(inode(early));
