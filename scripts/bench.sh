@@ -56,8 +56,8 @@ while (($#)); do
 	esac
 	shift
 done
-[[ $repeat =~ ^[1-9][0-9]*$ ]] || vf_die "--repeat (BENCH_REPEAT) must be a positive integer, not '$repeat'"
-[[ $files =~ ^[1-9][0-9]*$ ]] || vf_die "--files (BENCH_FILES) must be a positive integer, not '$files'"
+vf_require_count "--repeat (BENCH_REPEAT)" "$repeat"
+vf_require_count "--files (BENCH_FILES)" "$files"
 for test in $only; do
 	[[ " ${fio_tests[*]} meta " == *" $test "* ]] || vf_die "--only: unknown test '$test' (known: ${fio_tests[*]} meta)"
 done

@@ -28,8 +28,8 @@ while (($#)); do
 	esac
 	shift
 done
-[[ $files =~ ^[1-9][0-9]*$ ]] || vf_die "--files must be a positive integer, not '$files'"
-[[ $repeat =~ ^[1-9][0-9]*$ ]] || vf_die "--repeat must be a positive integer, not '$repeat'"
+vf_require_count --files "$files"
+vf_require_count --repeat "$repeat"
 vf_require_root
 vf_require gcc pkg-config python3 fusermount3
 pkg-config --exists fuse3 || vf_die "libfuse3-dev not found; run scripts/deps.sh"

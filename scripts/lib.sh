@@ -44,6 +44,11 @@ vf_require() {
 	done
 }
 
+# vf_require_count WHAT VALUE: dies unless VALUE is a positive integer; WHAT names the option.
+vf_require_count() {
+	[[ $2 =~ ^[1-9][0-9]*$ ]] || vf_die "$1 must be a positive integer, not '$2'"
+}
+
 vf_require_volfs() {
 	[[ -x $VOLFS ]] || vf_die "$VOLFS not found; run cargo build --release"
 }

@@ -55,8 +55,8 @@ while (($#)); do
 	shift
 done
 [[ $files =~ ^[0-9]+$ ]] || vf_die "--files must be a non-negative integer, not '$files'"
-[[ $runtime =~ ^[1-9][0-9]*$ ]] || vf_die "--runtime must be a positive integer, not '$runtime'"
-[[ $repeat =~ ^[1-9][0-9]*$ ]] || vf_die "--repeat must be a positive integer, not '$repeat'"
+vf_require_count --runtime "$runtime"
+vf_require_count --repeat "$repeat"
 [[ -z ${VOLFS_TEST_DIR:-} ]] || vf_die "VOLFS_TEST_DIR is set: snapshots need a volfs mount, there is no native baseline"
 
 vf_require_root
