@@ -172,6 +172,9 @@ impl Pool {
             }
         }
         snapshots.sort_by_key(|s| (s.created, s.name.clone()));
+        // Which chunks a file holds of its own reaches its record at fsync or close; a write
+        // just answered (its file's release still on its way) counts too.
+        self.core.persist_overlays()?;
         let seen = self.sights()?;
         snapshots
             .iter()
@@ -230,7 +233,11 @@ impl Pool {
     pub fn delete_snapshot(&self, full: &str) -> Result<()> {
         parse_snapshot_name(full)?;
         let snapshot = self.volume(full).map_err(|_| Error::NotFound(format!("snapshot {full}")))?;
-        let (_cutting, _w) = (self.core.cutting(), self.core.lock());
+        let _cutting = self.core.cutting();
+        // Chunks the volume has replaced by now are freed with the snapshot, whether or not
+        // their files were closed yet.
+        self.core.persist_overlays()?;
+        let _w = self.core.lock();
         self.drop_view(&snapshot)
     }
 
