@@ -214,3 +214,25 @@ vf_setup() {
 	vf_mount "$name" "$VF_MNT"
 	vf_log "volume $name of pool $VF_POOL mounted at $VF_MNT"
 }
+
+# vf_start_mountd: start `mountd serve` on this run's pool (a data plane is started for it),
+# serving CSI on $VF_CSI_SOCKET; stopped on exit. Sets VF_MOUNTD_PID and VF_CSI_SOCKET.
+VF_MOUNTD_PID=""
+VF_CSI_SOCKET=""
+vf_start_mountd() {
+	vf_tmp
+	local mountd
+	mountd=$(dirname "$VOLFS")/mountd
+	[[ -x $mountd ]] || vf_die "$mountd not found; run cargo build --release --workspace"
+	VF_CSI_SOCKET="$VF_TMP/csi.sock"
+	MOUNTD_LOG=${MOUNTD_LOG:-info} "$mountd" serve --state-dir "$VF_TMP/state" --node-id "$(hostname)" \
+		--pool "$VF_POOL" --volfs-bin "$VOLFS" --csi-endpoint "unix://$VF_CSI_SOCKET" >"$VF_TMP/serve.log" 2>&1 &
+	VF_MOUNTD_PID=$!
+	VF_CLEANUP_HOOKS+=("kill $VF_MOUNTD_PID 2>/dev/null; wait $VF_MOUNTD_PID 2>/dev/null")
+	for _ in $(seq 300); do
+		[[ -S $VF_CSI_SOCKET ]] && return 0
+		kill -0 "$VF_MOUNTD_PID" 2>/dev/null || vf_die "mountd exited: $(tail -n 5 "$VF_TMP/serve.log")"
+		sleep 0.1
+	done
+	vf_die "mountd did not listen on $VF_CSI_SOCKET"
+}

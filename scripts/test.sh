@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run). Runs, stopping at the first failure:
-#   format, lint, release build, cargo test (unit + FUSE integration tests, as root), then the
-#   third-party suites against real mounts: pjdfstest, fsx, stress-ng, fio verify, crash test,
+#   format, lint, release build, cargo test (unit + FUSE integration tests, mountd's CSI tests
+#   and the Docker plugin tests with a real dockerd, as root), csi-sanity against mountd, then
+#   the third-party suites against real mounts: pjdfstest, fsx, stress-ng, fio verify, crash test,
 #   each twice: on a volume with a capacity (file I/O served by the daemon, which enforces it)
 #   and on one without (file I/O passed through to the kernel).
 # Ends with the line "N passed, M failed" (N counts the checks below, not cargo's tests).
@@ -51,6 +52,7 @@ check fmt cargo fmt --all --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
 check build cargo build --release --workspace
 check cargo-test cargo test --release --workspace
+check csi-sanity "$VF_ROOT/scripts/csi-sanity.sh"
 for suite in pjdfstest fsx stress fio-verify crash; do
 	check "$suite" "$VF_ROOT/scripts/$suite.sh"
 	check "$suite-passthrough" env VF_CAPACITY= "$VF_ROOT/scripts/$suite.sh"

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use serde_json::{json, Value};
+use volfs_api::{
+    ApiError, MountInfo, Request, Response, SnapshotRef, VolumeInfo, VolumeSource, DEFAULT_SOCKET, SOCKET_RECORD,
+};
 
-use crate::control::{Request, Response, VolumeSource, DEFAULT_SOCKET, SOCKET_RECORD};
 use crate::fuse::coherence::{Change, Coherence};
 use crate::fuse::projected::{ProjectedFs, ProjectedUpdater};
 use crate::fuse::{MountOptions, VolumeFs};
@@ -50,21 +51,22 @@ impl Mounted {
         }
     }
 
+    fn info(&self, mountpoint: &Path) -> MountInfo {
+        MountInfo {
+            volume: self.volume().to_string(),
+            projected: matches!(self.served, Served::Projected(_)),
+            subpath: self.subpath.clone(),
+            mountpoint: mountpoint.to_path_buf(),
+            read_only: self.read_only,
+        }
+    }
+
     fn describe(&self) -> String {
         match &self.served {
             Served::Volume { name, .. } => format!("volume {name}"),
             Served::Projected(_) => "a projected tree".to_string(),
         }
     }
-}
-
-#[derive(Serialize)]
-struct MountInfo {
-    volume: String,
-    projected: bool,
-    subpath: String,
-    mountpoint: PathBuf,
-    read_only: bool,
 }
 
 /// Answers control requests against one open pool.
@@ -111,68 +113,75 @@ impl Service {
     }
 
     /// The mountpoint, made absolute, if nothing is mounted there yet.
-    fn free_mountpoint(&self, mounts: &HashMap<PathBuf, Mounted>, at: &Path) -> Result<(), String> {
+    fn free_mountpoint(&self, mounts: &HashMap<PathBuf, Mounted>, at: &Path) -> Result<(), ApiError> {
         if let Some(m) = mounts.get(at) {
-            return Err(format!("mountpoint {} is busy: {} is mounted there", at.display(), m.describe()));
+            return Err(ApiError::exists(format!(
+                "mountpoint {} is busy: {} is mounted there",
+                at.display(),
+                m.describe()
+            )));
         }
         if is_mountpoint(at) {
-            return Err(format!("mountpoint {} is busy: something is mounted there", at.display()));
+            return Err(ApiError::busy(format!("mountpoint {} is busy: something is mounted there", at.display())));
         }
         Ok(())
     }
 
-    pub fn handle(&self, request: Request) -> Result<Value, String> {
-        let err = |e: crate::Error| e.to_string();
+    pub fn handle(&self, request: Request) -> Result<Value, ApiError> {
         match request {
             Request::Ping => Ok(json!({ "pid": std::process::id(), "pool": self.pool.dir() })),
             Request::CreateVolume { name, capacity, from } => {
-                let name = VolumeName::parse(&name)?;
-                let source = match from {
-                    None => Source::Nothing,
-                    Some(VolumeSource::Volume(v)) => Source::Volume(v),
-                    Some(VolumeSource::Snapshot(s)) => Source::Snapshot(s),
-                };
-                let volume = self.pool.create_volume_from(&name, &source, capacity).map_err(err)?;
-                Ok(json!(self.pool.volume_info(&volume).map_err(err)?))
+                let volume = self.create_volume(&name, capacity, from)?;
+                Ok(json!(volume))
             }
-            Request::CreateSnapshot { volume, name } => {
-                let (volume, name) = (VolumeName::parse(&volume)?, VolumeName::parse(&name)?);
-                let snapshot = self.pool.create_snapshot(&volume, &name).map_err(err)?;
-                Ok(json!(self.pool.snapshot_info(&snapshot, 0).map_err(err)?))
-            }
-            Request::ListSnapshots { volume } => Ok(json!(self.pool.snapshots(volume.as_deref()).map_err(err)?)),
-            Request::DeleteSnapshot { name } => {
+            Request::CreateSnapshot { snapshot } => Ok(json!(self.create_snapshot(&snapshot)?)),
+            Request::ListSnapshots { volume } => Ok(json!(self.pool.snapshots(volume.as_deref())?)),
+            Request::DeleteSnapshot { snapshot } => {
+                let name = snapshot_name(&snapshot)?;
                 if let Some((at, _)) = self.mounts().iter().find(|(_, m)| m.volume() == name) {
-                    return Err(format!("snapshot {name} is mounted at {}; unmount it first", at.display()));
+                    return Err(ApiError::busy(format!(
+                        "snapshot {name} is mounted at {}; unmount it first",
+                        at.display()
+                    )));
                 }
-                self.pool.delete_snapshot(&name).map_err(err)?;
+                self.pool.delete_snapshot(&name)?;
                 Ok(json!({ "deleted": name }))
             }
-            Request::ListVolumes => Ok(json!(self.pool.volumes().map_err(err)?)),
+            Request::ListVolumes => Ok(json!(self.pool.volumes()?)),
             Request::InspectVolume { name } => {
-                let volume = self.pool.volume(&name).map_err(err)?;
-                let mut info = json!(self.pool.volume_info(&volume).map_err(err)?);
-                let mounts: Vec<_> = self.mount_list().into_iter().filter(|m| m.volume == name).collect();
-                info["mounts"] = json!(mounts);
-                Ok(info)
+                let volume = self.pool.volume(&name)?;
+                let mut info = self.pool.volume_info(&volume)?;
+                info.mounts = self.mount_list().into_iter().filter(|m| m.volume == name).collect();
+                Ok(json!(info))
             }
             Request::DeleteVolume { name } => {
                 let mounts = self.mounts();
                 if let Some((at, _)) = mounts.iter().find(|(_, m)| m.volume() == name) {
-                    return Err(format!("volume {name} is mounted at {}; unmount it first", at.display()));
+                    return Err(ApiError::busy(format!(
+                        "volume {name} is mounted at {}; unmount it first",
+                        at.display()
+                    )));
                 }
-                self.pool.delete_volume(&name).map_err(err)?;
+                self.pool.delete_volume(&name)?;
                 Ok(json!({ "deleted": name }))
             }
             Request::ResizeVolume { name, capacity } => {
-                let volume = self.pool.resize_volume(&name, capacity).map_err(err)?;
-                Ok(json!(self.pool.volume_info(&volume).map_err(err)?))
+                if capacity == 0 {
+                    return Err(ApiError::invalid(format!("volume {name}: a capacity must be more than zero bytes")));
+                }
+                let volume = self.pool.resize_volume(&name, capacity)?;
+                Ok(json!(self.pool.volume_info(&volume)?))
             }
-            Request::Mount { volume, mountpoint, read_only, passthrough, subpath, create } => {
+            Request::Mount { volume, snapshot, mountpoint, read_only, passthrough, subpath, create } => {
+                let view = match snapshot {
+                    Some(name) => snapshot_name(&SnapshotRef { volume, name })?,
+                    None => volume,
+                };
                 // A snapshot is read-only whatever the mount asks.
-                let read_only = read_only || volume.contains('@');
+                let read_only = read_only || view.contains('@');
                 let options = MountOptions { read_only, passthrough, ..MountOptions::default() };
-                self.mount(&volume, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)
+                let info = self.mount(&view, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)?;
+                Ok(json!(info))
             }
             Request::Umount { mountpoint } => self.umount(&mountpoint),
             Request::ProjectMount { spec, mountpoint, subpath } => {
@@ -181,7 +190,7 @@ impl Service {
             Request::ProjectUpdate { mountpoint, spec } => self.project_update(&mountpoint, &spec.0),
             Request::ListMounts => Ok(json!(self.mount_list())),
             Request::Fsck { repair } => {
-                let report = crate::fsck::check(&self.pool, repair, !self.daemon).map_err(err)?;
+                let report = crate::fsck::check(&self.pool, repair, !self.daemon)?;
                 Ok(json!(report))
             }
             Request::Shutdown => {
@@ -191,18 +200,63 @@ impl Service {
         }
     }
 
+    /// Creates a volume; asking again for one that exists with the capacity it would get
+    /// answers that volume.
+    fn create_volume(
+        &self,
+        name: &str,
+        capacity: Option<u64>,
+        from: Option<VolumeSource>,
+    ) -> Result<VolumeInfo, ApiError> {
+        let name = VolumeName::parse(name).map_err(ApiError::invalid)?;
+        if capacity == Some(0) {
+            return Err(ApiError::invalid(format!("volume {name}: a capacity must be more than zero bytes")));
+        }
+        let source = match &from {
+            None => Source::Nothing,
+            Some(VolumeSource::Volume(v)) => Source::Volume(v.clone()),
+            Some(VolumeSource::Snapshot(s)) => Source::Snapshot(snapshot_name(s)?),
+        };
+        match self.pool.create_volume_from(&name, &source, capacity) {
+            Ok(volume) => Ok(self.pool.volume_info(&volume)?),
+            Err(crate::Error::Exists(what)) => {
+                let existing = self.pool.volume(name.as_str())?;
+                let wanted = match (&source, capacity) {
+                    (_, Some(c)) => c,
+                    (Source::Nothing, None) => 0,
+                    (Source::Volume(s) | Source::Snapshot(s), None) => {
+                        self.pool.volume(s).map(|v| v.capacity).unwrap_or(0)
+                    }
+                };
+                if existing.capacity != wanted {
+                    return Err(ApiError::exists(format!(
+                        "volume {name} already exists with {}",
+                        capacity_text(existing.capacity)
+                    )));
+                }
+                tracing::debug!(volume = %name, "create of an existing volume answered with it ({what})");
+                Ok(self.pool.volume_info(&existing)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cuts a snapshot; asking again for one that exists answers it.
+    fn create_snapshot(&self, snapshot: &SnapshotRef) -> Result<volfs_api::SnapshotInfo, ApiError> {
+        let full = snapshot_name(snapshot)?;
+        let (volume, name) = crate::pool::parse_snapshot_name(&full)?;
+        match self.pool.create_snapshot(&volume, &name) {
+            Ok(cut) => Ok(self.pool.snapshot_info(&cut, 0)?),
+            Err(crate::Error::Exists(_)) => {
+                let existing = self.pool.volume(&full)?;
+                Ok(self.pool.snapshot_info(&existing, 0)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn mount_list(&self) -> Vec<MountInfo> {
-        let mut list: Vec<_> = self
-            .mounts()
-            .iter()
-            .map(|(at, m)| MountInfo {
-                volume: m.volume().to_string(),
-                projected: matches!(m.served, Served::Projected(_)),
-                subpath: m.subpath.clone(),
-                mountpoint: at.clone(),
-                read_only: m.read_only,
-            })
-            .collect();
+        let mut list: Vec<_> = self.mounts().iter().map(|(at, m)| m.info(at)).collect();
         list.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
         list
     }
@@ -214,23 +268,31 @@ impl Service {
         create: bool,
         mountpoint: &Path,
         options: MountOptions,
-    ) -> Result<Value, String> {
+    ) -> Result<MountInfo, ApiError> {
         if !self.daemon {
-            return Err("mounting needs the daemon".into());
+            return Err(ApiError::invalid("mounting needs the daemon"));
         }
-        let volume = self.pool.volume(volume).map_err(|e| e.to_string())?;
+        let volume = self.pool.volume(volume)?;
         let at = check_mountpoint(mountpoint)?;
-        let root = self
-            .pool
-            .core()
-            .resolve_subpath(volume.root, subpath, create)
-            .map_err(|e| format!("volume {}: {}", volume.name, e))?;
+        let subpath = subpath.trim_matches('/');
         let mut mounts = self.mounts();
+        if let Some(m) = mounts.get(&at) {
+            // The same mount asked for again is the mount that is there.
+            if m.volume() == volume.name && m.subpath == subpath && m.read_only == options.read_only {
+                return Ok(m.info(&at));
+            }
+        }
         self.free_mountpoint(&mounts, &at)?;
+        let root = self.pool.core().resolve_subpath(volume.root, subpath, create).map_err(|e| {
+            let kind = e.api_kind();
+            ApiError::new(kind, format!("volume {}: {}", volume.name, e))
+        })?;
         let read_only = options.read_only;
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let fs = VolumeFs::new(self.pool.clone(), volume.clone(), root, options, self.coherence.clone(), session_id);
-        let session = fs.mount(&at).map_err(|e| format!("mounting {} at {}: {e}", volume.name, at.display()))?;
+        let session = fs
+            .mount(&at)
+            .map_err(|e| ApiError::internal(format!("mounting {} at {}: {e}", volume.name, at.display())))?;
         self.coherence.register(volume.id, session_id, root, session.notifier());
         if self.coherence.is_shared(volume.id) {
             // The other mounts may hold file sizes and times for long; from now on writes can
@@ -247,49 +309,55 @@ impl Service {
             self.coherence.publish(volume.id, session_id, || files);
         }
         tracing::info!(volume = %volume.name, subpath, mountpoint = %at.display(), read_only, "mounted");
-        let subpath = subpath.trim_matches('/').to_string();
         let served = Served::Volume { name: volume.name.clone(), id: volume.id, session: session_id };
-        let mounted = Mounted { served, subpath: subpath.clone(), read_only, session };
-        mounts.insert(at.clone(), mounted);
-        Ok(json!({ "volume": volume.name, "subpath": subpath, "mountpoint": at, "read_only": read_only }))
+        let mounted = Mounted { served, subpath: subpath.to_string(), read_only, session };
+        let info = mounted.info(&at);
+        mounts.insert(at, mounted);
+        Ok(info)
     }
 
-    fn umount(&self, mountpoint: &Path) -> Result<Value, String> {
+    fn umount(&self, mountpoint: &Path) -> Result<Value, ApiError> {
         let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
         let mut mounts = self.mounts();
         if !mounts.contains_key(&at) {
-            return Err(format!("no volfs mount at {}", mountpoint.display()));
+            return Err(ApiError::not_found(format!("no volfs mount at {}", mountpoint.display())));
         }
         // Unmount before letting go of the session: a busy mount stays served and listed.
-        let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+            .map_err(|_| ApiError::invalid(format!("mountpoint {} holds a NUL byte", at.display())))?;
         // SAFETY: a valid C string; plain syscall.
         if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(format!("unmounting {}: {e}", at.display()));
+            let kind = if e.raw_os_error() == Some(libc::EBUSY) { ApiError::busy } else { ApiError::internal };
+            return Err(kind(format!("unmounting {}: {e}", at.display())));
         }
         let mounted = mounts.remove(&at).expect("checked above");
         drop(mounts);
         self.forget(&mounted);
         let what = mounted.describe();
         // The kernel has ended the connection; the session thread sees that and returns.
-        mounted.session.join().map_err(|e| format!("ending the session of {}: {e}", at.display()))?;
+        mounted
+            .session
+            .join()
+            .map_err(|e| ApiError::internal(format!("ending the session of {}: {e}", at.display())))?;
         tracing::info!(mount = %what, mountpoint = %at.display(), "unmounted");
         Ok(json!({ "unmounted": at }))
     }
 
     /// Mounts a read-only tree projected from `spec` (the kubelet's configMap/secret layout).
-    fn project_mount(&self, spec: &str, mountpoint: &Path, subpath: Option<&str>) -> Result<Value, String> {
+    fn project_mount(&self, spec: &str, mountpoint: &Path, subpath: Option<&str>) -> Result<Value, ApiError> {
         if !self.daemon {
-            return Err("mounting needs the daemon".into());
+            return Err(ApiError::invalid("mounting needs the daemon"));
         }
-        let projection = Projection::from_yaml(spec).map_err(|e| e.to_string())?;
+        let projection = Projection::from_yaml(spec).map_err(|e| ApiError::invalid(e.to_string()))?;
         let at = std::fs::canonicalize(mountpoint)
-            .map_err(|_| format!("mountpoint {} does not exist", mountpoint.display()))?;
+            .map_err(|_| ApiError::not_found(format!("mountpoint {} does not exist", mountpoint.display())))?;
         let mut mounts = self.mounts();
         self.free_mountpoint(&mounts, &at)?;
         let (fs, updater) = ProjectedFs::new(projection);
-        let session =
-            fs.mount(&at, subpath).map_err(|e| format!("mounting the projected tree at {}: {e}", at.display()))?;
+        let session = fs
+            .mount(&at, subpath)
+            .map_err(|e| ApiError::internal(format!("mounting the projected tree at {}: {e}", at.display())))?;
         let generation = updater.generation();
         tracing::info!(mountpoint = %at.display(), generation, "projected tree mounted");
         let subpath = subpath.unwrap_or("").trim_matches('/').to_string();
@@ -300,13 +368,13 @@ impl Service {
 
     /// Swaps in a new generation of the projected tree at `mountpoint`; a spec that does not
     /// build changes nothing.
-    fn project_update(&self, mountpoint: &Path, spec: &str) -> Result<Value, String> {
+    fn project_update(&self, mountpoint: &Path, spec: &str) -> Result<Value, ApiError> {
         let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
         let updater = match self.mounts().get(&at).map(|m| &m.served) {
             Some(Served::Projected(updater)) => updater.clone(),
-            _ => return Err(format!("no projected tree is mounted at {}", mountpoint.display())),
+            _ => return Err(ApiError::not_found(format!("no projected tree is mounted at {}", mountpoint.display()))),
         };
-        let projection = Projection::from_yaml(spec).map_err(|e| e.to_string())?;
+        let projection = Projection::from_yaml(spec).map_err(|e| ApiError::invalid(e.to_string()))?;
         let update = updater.update(projection);
         tracing::info!(mountpoint = %at.display(), generation = update.generation, changed = update.changed, "projected tree updated");
         Ok(json!({ "mountpoint": at, "generation": update.generation, "changed": update.changed }))
@@ -325,12 +393,27 @@ impl Service {
     }
 }
 
-fn check_mountpoint(path: &Path) -> Result<PathBuf, String> {
-    let at = std::fs::canonicalize(path).map_err(|_| format!("mountpoint {} does not exist", path.display()))?;
+fn check_mountpoint(path: &Path) -> Result<PathBuf, ApiError> {
+    let at = std::fs::canonicalize(path)
+        .map_err(|_| ApiError::not_found(format!("mountpoint {} does not exist", path.display())))?;
     if !at.is_dir() {
-        return Err(format!("mountpoint {} is not a directory", path.display()));
+        return Err(ApiError::invalid(format!("mountpoint {} is not a directory", path.display())));
     }
     Ok(at)
+}
+
+/// `VOLUME@SNAP`, both names checked.
+fn snapshot_name(snapshot: &SnapshotRef) -> Result<String, ApiError> {
+    let full = snapshot.to_string();
+    crate::pool::parse_snapshot_name(&full)?;
+    Ok(full)
+}
+
+fn capacity_text(capacity: u64) -> String {
+    match capacity {
+        0 => "no capacity".to_string(),
+        c => format!("a capacity of {c} bytes"),
+    }
 }
 
 /// Whether something is mounted exactly at `path`.
@@ -415,7 +498,7 @@ fn answer(service: &Service, stream: UnixStream) -> bool {
                 Err(e) => (Response::Error(e), false),
             }
         }
-        Err(e) => (Response::Error(format!("malformed request: {e}")), false),
+        Err(e) => (Response::Error(ApiError::invalid(format!("malformed request: {e}"))), false),
     };
     let mut out = serde_json::to_vec(&response).expect("responses serialise");
     out.push(b'\n');

@@ -3,6 +3,8 @@
 
 use std::io;
 
+use volfs_api::{ApiError, ErrorKind};
+
 /// Result of every core operation.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -82,9 +84,38 @@ impl Error {
         }
     }
 
+    /// What a control-protocol client is told: the kind it can act on, and the message.
+    pub fn api_kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound(_) | Error::NoAttr => ErrorKind::NotFound,
+            Error::Exists(_) => ErrorKind::Exists,
+            Error::Busy(_) | Error::NotEmpty(_) => ErrorKind::Busy,
+            Error::NoSpace(_) | Error::TooLarge => ErrorKind::NoSpace,
+            Error::Io(e) if e.raw_os_error() == Some(libc::ENOSPC) => ErrorKind::NoSpace,
+            Error::NotDir(_)
+            | Error::IsDir(_)
+            | Error::Invalid(_)
+            | Error::NameTooLong(_)
+            | Error::NotPermitted(_)
+            | Error::CrossVolume
+            | Error::Range(_)
+            | Error::ReadOnly(_)
+            | Error::TooManyLinks
+            | Error::NotSupported(_)
+            | Error::NoData => ErrorKind::Invalid,
+            Error::BadHandle(_) | Error::Io(_) | Error::Store(_) | Error::Corrupt(_) => ErrorKind::Internal,
+        }
+    }
+
     /// Routine errors (a missing name, an existing one) are logged at debug; the rest at warn.
     pub fn is_routine(&self) -> bool {
         !matches!(self, Error::Io(_) | Error::Store(_) | Error::Corrupt(_))
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::new(e.api_kind(), e.to_string())
     }
 }
 
@@ -117,5 +148,13 @@ mod tests {
         assert_eq!(Error::NameTooLong(300).errno(), libc::ENAMETOOLONG);
         assert_eq!(Error::CrossVolume.errno(), libc::EXDEV);
         assert!(Error::Exists("x".into()).is_routine());
+    }
+
+    #[test]
+    fn clients_get_a_kind_they_can_act_on() {
+        let e = ApiError::from(Error::Exists("volume a".into()));
+        assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Exists, "already exists: volume a"));
+        assert_eq!(Error::from(io::Error::from_raw_os_error(libc::ENOSPC)).api_kind(), ErrorKind::NoSpace);
+        assert_eq!(Error::Busy("x".into()).api_kind(), ErrorKind::Busy);
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! Layers, each using only the one below it: `fuse` (the kernel adapter) → `core` (POSIX
 //! semantics) → `meta` (transactional metadata engine) and `data` (data files). `pool` owns a
-//! pool directory, `daemon` serves it, `control` is the CLI's protocol to the daemon.
+//! pool directory, `daemon` serves it the control protocol (`volfs_api`).
 
-pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod data;
@@ -15,7 +14,7 @@ pub mod meta;
 pub mod names;
 pub mod pool;
 pub mod projected;
-pub mod quantity;
 pub mod space;
 
 pub use error::{Error, Result};
+pub use volfs_api::quantity;

@@ -9,11 +9,15 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use volfs::control::{self, CallError, Request, SpecText, VolumeSource};
 use volfs::daemon::{self, Service};
 use volfs::names::VolumeName;
 use volfs::pool::{parse_snapshot_name, OpenMode, Pool};
 use volfs::quantity::{parse_size, HumanBytes};
+use volfs_api::{socket_path, Client, ErrorKind, Request, SnapshotRef, SpecText, VolumeSource};
+
+/// How long the CLI waits for the daemon: mounting or deleting a large volume takes a while,
+/// but a hung daemon must not hang the CLI.
+const ANSWER_WAIT: Duration = Duration::from_secs(300);
 
 #[derive(Parser)]
 #[command(name = "volfs", version, about = "Container volumes served by a FUSE daemon")]
@@ -155,8 +159,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow!("no pool given: pass --pool DIR or set VOLFS_POOL"))
         .and_then(|p| std::path::absolute(p).context("resolving the pool path"))?;
     let socket = cli.socket.as_deref().map(std::path::absolute).transpose()?;
-    let ctx =
-        Ctx { socket: control::socket_path(&pool, socket.as_deref()), explicit_socket: socket, pool, json: cli.json };
+    let client = Client::new(socket_path(&pool, socket.as_deref()), ANSWER_WAIT);
+    let ctx = Ctx { client, explicit_socket: socket, pool, json: cli.json };
     match cli.command {
         Command::Serve => {
             daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref())?;
@@ -169,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let from = match (from_snapshot, from_volume) {
                 (Some(s), _) => {
                     parse_snapshot_name(&s).map_err(|e| anyhow!("--from-snapshot: {e}"))?;
-                    Some(VolumeSource::Snapshot(s))
+                    Some(VolumeSource::Snapshot(SnapshotRef::parse(&s)?))
                 }
                 (None, Some(v)) => {
                     VolumeName::parse(&v).map_err(|e| anyhow!("--from-volume: {e}"))?;
@@ -208,7 +212,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Snapshot(SnapshotCommand::Create { volume, snapshot }) => {
             VolumeName::parse(&volume).map_err(|e| anyhow!(e))?;
             VolumeName::parse(&snapshot).map_err(|e| anyhow!("snapshot name: {e}"))?;
-            let v = ctx.request(Request::CreateSnapshot { volume, name: snapshot }, OpenMode::Existing)?;
+            let snapshot = SnapshotRef { volume, name: snapshot };
+            let v = ctx.request(Request::CreateSnapshot { snapshot }, OpenMode::Existing)?;
             ctx.print(&v, |v| println!("created snapshot {}", v["name"].as_str().unwrap_or("")));
             Ok(ExitCode::SUCCESS)
         }
@@ -219,7 +224,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Snapshot(SnapshotCommand::Delete { snapshot }) => {
             parse_snapshot_name(&snapshot).map_err(|e| anyhow!(e))?;
-            ctx.request(Request::DeleteSnapshot { name: snapshot.clone() }, OpenMode::Existing)?;
+            let snap = SnapshotRef::parse(&snapshot)?;
+            ctx.request(Request::DeleteSnapshot { snapshot: snap }, OpenMode::Existing)?;
             ctx.print(&serde_json::json!({ "deleted": snapshot }), |_| println!("deleted snapshot {snapshot}"));
             Ok(ExitCode::SUCCESS)
         }
@@ -230,8 +236,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 bail!("mountpoint {} {what}", mountpoint.display());
             }
             ctx.ensure_daemon(|pool| pool.volume(&volume).map(drop))?;
-            let request =
-                Request::Mount { volume, mountpoint, read_only, passthrough: !no_passthrough, subpath, create };
+            let (volume, snapshot) = match volume.split_once('@') {
+                Some((v, s)) => (v.to_string(), Some(s.to_string())),
+                None => (volume, None),
+            };
+            let passthrough = !no_passthrough;
+            let request = Request::Mount { volume, snapshot, mountpoint, read_only, passthrough, subpath, create };
             let v = ctx.daemon_call(request)?;
             ctx.print(&v, |v| {
                 let ro = if v["read_only"] == Value::Bool(true) { " (read-only)" } else { "" };
@@ -297,7 +307,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 struct Ctx {
     pool: PathBuf,
-    socket: PathBuf,
+    client: Client,
     explicit_socket: Option<PathBuf>,
     json: bool,
 }
@@ -313,21 +323,21 @@ impl Ctx {
 
     /// Asks the daemon that serves the pool.
     fn daemon_call(&self, request: Request) -> anyhow::Result<Value> {
-        control::call(&self.socket, &request).map_err(|e| match e {
-            CallError::NotRunning(_) => anyhow!(
+        self.client.call_blocking(&request).map_err(|e| match e.kind {
+            ErrorKind::NotRunning => anyhow!(
                 "no volfs daemon serves pool {} (start one with `volfs serve` or `volfs mount`)",
                 self.pool.display()
             ),
-            CallError::Failed(msg) => anyhow!(msg),
+            _ => anyhow!(e.message),
         })
     }
 
     /// Asks the daemon when one runs; otherwise opens the pool here and answers in-process.
     fn request(&self, request: Request, mode: OpenMode) -> anyhow::Result<Value> {
-        match control::call(&self.socket, &request) {
+        match self.client.call_blocking(&request) {
             Ok(v) => Ok(v),
-            Err(CallError::Failed(msg)) => bail!(msg),
-            Err(CallError::NotRunning(_)) => {
+            Err(e) if e.kind != ErrorKind::NotRunning => bail!(e.message),
+            Err(_) => {
                 let pool = match request {
                     Request::Fsck { .. } => Pool::open_unrecovered(&self.pool, mode)?,
                     _ => Pool::open(&self.pool, mode)?,
@@ -341,7 +351,7 @@ impl Ctx {
     /// command) unless one already answers. `check` runs on the pool first, so a request
     /// that cannot succeed starts nothing.
     fn ensure_daemon(&self, check: impl FnOnce(&Pool) -> volfs::Result<()>) -> anyhow::Result<()> {
-        if control::call(&self.socket, &Request::Ping).is_ok() {
+        if self.client.call_blocking(&Request::Ping).is_ok() {
             return Ok(());
         }
         // Opening here first also turns a bad pool into a clear error.
@@ -363,7 +373,7 @@ impl Ctx {
         }
         let mut child = cmd.spawn().context("starting the daemon")?;
         for _ in 0..500 {
-            if control::call(&self.socket, &Request::Ping).is_ok() {
+            if self.client.call_blocking(&Request::Ping).is_ok() {
                 return Ok(());
             }
             if let Some(status) = child.try_wait()? {
@@ -371,7 +381,8 @@ impl Ctx {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("the daemon did not answer on {} within 10 s; see {}", self.socket.display(), log_path.display())
+        let socket = self.client.socket().display();
+        bail!("the daemon did not answer on {socket} within 10 s; see {}", log_path.display())
     }
 }
 
@@ -397,7 +408,7 @@ fn view_name(m: &Value) -> String {
 
 fn capacity_text(v: &Value) -> String {
     match v["capacity"].as_u64() {
-        Some(0) | None => "unlimited".into(),
+        None => "unlimited".into(),
         Some(c) => HumanBytes(c).to_string(),
     }
 }
@@ -416,7 +427,7 @@ fn print_volume_table(v: &Value, pool: &Path) {
     }
     // Thin provisioning: capacities may add up to more than the pool's disk holds.
     let provisioned: u64 = volumes.iter().filter_map(|v| v["capacity"].as_u64()).sum();
-    let unlimited = volumes.iter().filter(|v| v["capacity"].as_u64() == Some(0)).count();
+    let unlimited = volumes.iter().filter(|v| v["capacity"].is_null()).count();
     if let Ok(st) = volfs::core::statvfs(pool) {
         let (size, free) = (st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize);
         let over = if provisioned > size { ", overcommitted" } else { "" };

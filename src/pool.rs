@@ -11,17 +11,16 @@ use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::core::{Core, DataFile};
 use crate::data::DataStore;
 use crate::error::{Error, Result};
 use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Under, Usage, Volume, VolumeId};
 use crate::names::VolumeName;
+pub use volfs_api::{SnapshotInfo, VolumeInfo};
 
 mod snapshots;
 
-pub use snapshots::{parse_snapshot_name, SnapshotInfo, Source};
+pub use snapshots::{parse_snapshot_name, Source};
 
 const FORMAT_FILE: &str = "volfs-pool";
 const FORMAT: &str = "volfs pool format 2\n";
@@ -34,17 +33,6 @@ pub enum OpenMode {
     CreateIfMissing,
     /// The pool must exist already.
     Existing,
-}
-
-/// What `volfs volume list` and `inspect` show.
-#[derive(Clone, Debug, Serialize)]
-pub struct VolumeInfo {
-    pub name: String,
-    pub id: u64,
-    pub capacity: u64,
-    pub used_bytes: u64,
-    pub inodes: u64,
-    pub created_unix: i64,
 }
 
 pub struct Pool {
@@ -219,13 +207,17 @@ impl Pool {
 
     pub fn volume_info(&self, volume: &Volume) -> Result<VolumeInfo> {
         let usage = self.core.meta().usage(volume.id)?;
+        let df = self.core.statfs(volume)?;
         Ok(VolumeInfo {
             name: volume.name.clone(),
             id: volume.id.0,
-            capacity: volume.capacity,
+            capacity: (volume.capacity > 0).then_some(volume.capacity),
             used_bytes: self.core.space_of(volume.id)?.used,
+            available_bytes: df.bavail * u64::from(df.bsize),
             inodes: usage.inodes,
+            inodes_free: df.ffree,
             created_unix: volume.created.secs,
+            mounts: Vec::new(),
         })
     }
 

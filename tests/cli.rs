@@ -14,8 +14,15 @@ use common::{assert_fails_naming, is_mountpoint, run_bounded, wait_child, wait_p
 use serde_json::{json, Value};
 
 /// What the pool holds: its volumes as `volume list --json` shows them.
+/// The volume list without the figures that follow the pool's free space.
 fn volumes(pool: &TestPool) -> Value {
-    pool.json(&["volume", "list"])
+    let mut list = pool.json(&["volume", "list"]);
+    for v in list.as_array_mut().into_iter().flatten() {
+        let v = v.as_object_mut().expect("a volume is an object");
+        v.remove("available_bytes");
+        v.remove("inodes_free");
+    }
+    list
 }
 
 fn path_str(p: &Path) -> &str {
@@ -147,9 +154,11 @@ fn busy_mountpoint_fails_naming_it() {
     let m = pool.mount("a", MountOpts::default());
     pool.create_volume("b", None);
     fs::write(m.join("f"), b"first").unwrap();
-    for volume in ["a", "b"] {
-        let out = pool.run(&["mount", volume, path_str(m.path())]);
-        let line = assert_fails_naming(&out, &format!("mount {volume} on a busy dir"), &[path_str(m.path())]);
+    // Another volume, or the same one read-only; the same mount asked again is answered.
+    for args in [&["b"][..], &["a", "--read-only"]] {
+        let mut cmd = vec!["mount", args[0], path_str(m.path())];
+        cmd.extend(&args[1..]);
+        let line = assert_fails_naming(&pool.run(&cmd), &format!("{cmd:?} on a busy dir"), &[path_str(m.path())]);
         assert!(line.contains("busy"), "{line}");
     }
     assert_eq!(fs::read(m.join("f")).unwrap(), b"first", "the first mount still serves");
@@ -435,4 +444,23 @@ fn resize_below_what_is_used_or_to_a_bad_size_fails_and_changes_nothing() {
     assert_fails_naming(&out, "unknown volume", &["nope"]);
     assert_eq!(pool.json(&["volume", "inspect", "a"])["capacity"], 1u64 << 30);
     assert_eq!(statfs_size(m.path()), 1 << 30);
+}
+
+#[test]
+fn asking_again_for_what_exists_answers_it() {
+    let pool = TestPool::new();
+    let first = pool.json(&["volume", "create", "a", "--capacity", "1Gi"]);
+    assert_eq!(pool.json(&["volume", "create", "a", "--capacity", "1Gi"])["id"], first["id"]);
+    let cut = pool.json(&["snapshot", "create", "a", "s"]);
+    let again = pool.json(&["snapshot", "create", "a", "s"]);
+    assert_eq!((&again["name"], &again["created_unix"]), (&cut["name"], &cut["created_unix"]));
+    let m = pool.mount("a", MountOpts::default());
+    let at = m.path().to_str().unwrap();
+    let mounted = pool.json(&["mount", "a", at]);
+    assert_eq!(mounted["mountpoint"], json!(at));
+    let mounts = pool.json(&["mounts"]);
+    assert_eq!(mounts.as_array().unwrap().len(), 1, "{mounts}");
+    // The same mountpoint with other options is refused, naming what is there.
+    let out = pool.run(&["mount", "a", at, "--read-only"]);
+    assert_fails_naming(&out, "a read-only mount over a read-write one", &["busy", "volume a"]);
 }

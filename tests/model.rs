@@ -1444,8 +1444,8 @@ fn compare(model: &Model, pool: &Pool, view: &View) -> Result<(), String> {
     if info.used_bytes != model.bytes() {
         return Err(format!("usage counts {} bytes, model has {}", info.used_bytes, model.bytes()));
     }
-    if info.capacity != model.capacity {
-        return Err(format!("capacity {}, model has {}", info.capacity, model.capacity));
+    if info.capacity.unwrap_or(0) != model.capacity {
+        return Err(format!("capacity {:?}, model has {}", info.capacity, model.capacity));
     }
     let orphans = core.meta().orphans().map_err(|e| e.to_string())?;
     let orphans = orphans.iter().filter(|o| o.view() == view.vol.view).count();

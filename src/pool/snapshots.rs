@@ -8,8 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
-
 use super::Pool;
 use crate::core::CHUNK;
 use crate::error::{Error, Result};
@@ -17,19 +15,7 @@ use crate::meta::{
     decode_inode, encode_inode, DataId, Inode, LayerId, LayerTable, Level, Timestamp, Txn, Usage, Volume, VolumeId,
 };
 use crate::names::VolumeName;
-
-/// What `volfs snapshot list` shows.
-#[derive(Clone, Debug, Serialize)]
-pub struct SnapshotInfo {
-    /// `VOLUME@SNAP`
-    pub name: String,
-    pub volume: String,
-    pub created_unix: i64,
-    /// Bytes of data blocks its files hold.
-    pub size_bytes: u64,
-    /// Bytes of data blocks no volume or other snapshot shares: what deleting it frees.
-    pub exclusive_bytes: u64,
-}
+use volfs_api::SnapshotInfo;
 
 /// Where a new volume's content comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]

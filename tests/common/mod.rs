@@ -15,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod mountd;
+
 pub const VOLFS: &str = env!("CARGO_BIN_EXE_volfs");
 
 /// How long a daemon may take to stop before it is killed.
