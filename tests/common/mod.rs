@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod docker;
 pub mod mountd;
 
 pub const VOLFS: &str = env!("CARGO_BIN_EXE_volfs");
@@ -261,7 +262,7 @@ impl Drop for Mount<'_> {
     }
 }
 
-fn lazy_unmount(at: &Path) {
+pub fn lazy_unmount(at: &Path) {
     let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(at).stderr(Stdio::null()).status();
 }
 
