@@ -48,7 +48,7 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .expect("starting dockerd");
-        let mut d = Dockerd { dir, child: Some(child) };
+        let d = Dockerd { dir, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !d.docker(&["info"]).status.success() {
             assert!(Instant::now() < deadline, "dockerd did not answer within 60 s: {}", d.log_tail());
