@@ -24,10 +24,18 @@ vf_require_volfs
 cargo build --release --quiet -p mountd --example csibench
 bench=$VF_ROOT/target/release/examples/csibench
 vf_start_mountd
-printf '%-12s %6s %12s %12s %14s %14s\n' concurrency pods "up p50 ms" "up p95 ms" "down p50 ms" "down p95 ms"
+results=()
 for concurrency in 1 50; do
 	dir="$VF_TMP/c$concurrency"
 	mkdir -p "$dir"
-	result=$("$bench" "$VF_CSI_SOCKET" "$dir" "$concurrency" "$count")
-	python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%-12d %6d %12.1f %12.1f %14.1f %14.1f" % (r["concurrency"], r["count"], r["up_p50_ms"], r["up_p95_ms"], r["down_p50_ms"], r["down_p95_ms"]))' "$result"
+	results+=("$("$bench" "$VF_CSI_SOCKET" "$dir" "$concurrency" "$count")")
 done
+python3 - "${results[@]}" <<'PY'
+import json, sys
+rows = [json.loads(r) for r in sys.argv[1:]]
+keys = ["up", "down", "create", "stage", "publish", "unpublish", "unstage", "delete"]
+print("%-34s" % "p50 / p95 ms" + "".join("%18s" % ("%d at once" % r["concurrency"]) for r in rows))
+for k in keys:
+    label = {"up": "up: create+stage+publish, usable", "down": "down: unpublish+unstage+delete"}.get(k, "  " + k)
+    print("%-34s" % label + "".join("%18s" % ("%.1f / %.1f" % (r[k]["p50_ms"], r[k]["p95_ms"])) for r in rows))
+PY

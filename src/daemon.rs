@@ -34,6 +34,18 @@ enum Served {
     Projected(ProjectedUpdater),
 }
 
+/// A mountpoint taken for one mount or unmount (see `Service::claim`).
+struct Claim<'a> {
+    service: &'a Service,
+    at: PathBuf,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.service.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.at);
+    }
+}
+
 struct Mounted {
     served: Served,
     /// The directory shown, for a subPath view; empty for the whole volume or tree.
@@ -73,6 +85,9 @@ impl Mounted {
 pub struct Service {
     pool: Arc<Pool>,
     mounts: Mutex<HashMap<PathBuf, Mounted>>,
+    /// Mountpoints with a mount or an unmount under way, and the volume each concerns: the
+    /// mount table is not locked across the mount and unmount syscalls, so many go at once.
+    in_flight: Mutex<HashMap<PathBuf, String>>,
     /// Whether this process is the daemon (mounts are possible, fsck runs online).
     daemon: bool,
     stopping: AtomicBool,
@@ -85,6 +100,7 @@ impl Service {
         Service {
             pool: Arc::new(pool),
             mounts: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             daemon,
             stopping: AtomicBool::new(false),
             coherence: Arc::new(Coherence::new()),
@@ -105,6 +121,28 @@ impl Service {
         mounts
     }
 
+    /// Takes `at` for a mount or unmount of `volume`; the claim ends when dropped. Called with
+    /// the mount table locked (lock order: mounts, then in_flight).
+    fn claim(&self, at: &Path, volume: &str) -> Result<Claim<'_>, ApiError> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = in_flight.get(at) {
+            let what = if other.is_empty() { "a projected tree".to_string() } else { format!("volume {other}") };
+            return Err(ApiError::busy(format!(
+                "mountpoint {} is busy: {what} is being mounted or unmounted there",
+                at.display()
+            )));
+        }
+        in_flight.insert(at.to_path_buf(), volume.to_string());
+        Ok(Claim { service: self, at: at.to_path_buf() })
+    }
+
+    /// Where `volume` (or snapshot `VOLUME@SNAP`) is mounted, or being mounted or unmounted.
+    fn mounted_at(&self, mounts: &HashMap<PathBuf, Mounted>, volume: &str) -> Option<PathBuf> {
+        let busy = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let settled = mounts.iter().find(|(_, m)| m.volume() == volume).map(|(at, _)| at.clone());
+        settled.or_else(|| busy.iter().find(|(_, v)| *v == volume).map(|(at, _)| at.clone()))
+    }
+
     /// Drops what the daemon keeps about a mount besides its session.
     fn forget(&self, m: &Mounted) {
         if let Served::Volume { id, session, .. } = &m.served {
@@ -120,6 +158,9 @@ impl Service {
                 at.display(),
                 m.describe()
             )));
+        }
+        if self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).contains_key(at) {
+            return Err(ApiError::busy(format!("mountpoint {} is busy: a mount there is under way", at.display())));
         }
         if is_mountpoint(at) {
             return Err(ApiError::busy(format!("mountpoint {} is busy: something is mounted there", at.display())));
@@ -138,7 +179,7 @@ impl Service {
             Request::ListSnapshots { volume } => Ok(json!(self.pool.snapshots(volume.as_deref())?)),
             Request::DeleteSnapshot { snapshot } => {
                 let name = snapshot_name(&snapshot)?;
-                if let Some((at, _)) = self.mounts().iter().find(|(_, m)| m.volume() == name) {
+                if let Some(at) = self.mounted_at(&self.mounts(), &name) {
                     return Err(ApiError::busy(format!(
                         "snapshot {name} is mounted at {}; unmount it first",
                         at.display()
@@ -275,14 +316,17 @@ impl Service {
         let volume = self.pool.volume(volume)?;
         let at = check_mountpoint(mountpoint)?;
         let subpath = subpath.trim_matches('/');
-        let mut mounts = self.mounts();
-        if let Some(m) = mounts.get(&at) {
-            // The same mount asked for again is the mount that is there.
-            if m.volume() == volume.name && m.subpath == subpath && m.read_only == options.read_only {
-                return Ok(m.info(&at));
+        let claim = {
+            let mounts = self.mounts();
+            if let Some(m) = mounts.get(&at) {
+                // The same mount asked for again is the mount that is there.
+                if m.volume() == volume.name && m.subpath == subpath && m.read_only == options.read_only {
+                    return Ok(m.info(&at));
+                }
             }
-        }
-        self.free_mountpoint(&mounts, &at)?;
+            self.free_mountpoint(&mounts, &at)?;
+            self.claim(&at, &volume.name)?
+        };
         let root = self.pool.core().resolve_subpath(volume.root, subpath, create).map_err(|e| {
             let kind = e.api_kind();
             ApiError::new(kind, format!("volume {}: {}", volume.name, e))
@@ -312,16 +356,20 @@ impl Service {
         let served = Served::Volume { name: volume.name.clone(), id: volume.id, session: session_id };
         let mounted = Mounted { served, subpath: subpath.to_string(), read_only, session };
         let info = mounted.info(&at);
-        mounts.insert(at, mounted);
+        self.mounts().insert(at, mounted);
+        drop(claim);
         Ok(info)
     }
 
     fn umount(&self, mountpoint: &Path) -> Result<Value, ApiError> {
         let at = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-        let mut mounts = self.mounts();
-        if !mounts.contains_key(&at) {
-            return Err(ApiError::not_found(format!("no volfs mount at {}", mountpoint.display())));
-        }
+        let claim = {
+            let mounts = self.mounts();
+            let Some(mounted) = mounts.get(&at) else {
+                return Err(ApiError::not_found(format!("no volfs mount at {}", mountpoint.display())));
+            };
+            self.claim(&at, mounted.volume())?
+        };
         // Unmount before letting go of the session: a busy mount stays served and listed.
         let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
             .map_err(|_| ApiError::invalid(format!("mountpoint {} holds a NUL byte", at.display())))?;
@@ -331,16 +379,19 @@ impl Service {
             let kind = if e.raw_os_error() == Some(libc::EBUSY) { ApiError::busy } else { ApiError::internal };
             return Err(kind(format!("unmounting {}: {e}", at.display())));
         }
-        let mounted = mounts.remove(&at).expect("checked above");
-        drop(mounts);
-        self.forget(&mounted);
-        let what = mounted.describe();
-        // The kernel has ended the connection; the session thread sees that and returns.
-        mounted
-            .session
-            .join()
-            .map_err(|e| ApiError::internal(format!("ending the session of {}: {e}", at.display())))?;
-        tracing::info!(mount = %what, mountpoint = %at.display(), "unmounted");
+        let mounted = self.mounts().remove(&at);
+        drop(claim);
+        // Without an entry, the table already saw the session end and forgot it.
+        if let Some(mounted) = mounted {
+            self.forget(&mounted);
+            let what = mounted.describe();
+            // The kernel has ended the connection; the session thread sees that and returns.
+            mounted
+                .session
+                .join()
+                .map_err(|e| ApiError::internal(format!("ending the session of {}: {e}", at.display())))?;
+            tracing::info!(mount = %what, mountpoint = %at.display(), "unmounted");
+        }
         Ok(json!({ "unmounted": at }))
     }
 

@@ -25,13 +25,22 @@ fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// How long each call of one pod's volume took, in the order of `PHASES`.
+type Phases = [Duration; 6];
+const PHASES: [&str; 6] = ["create", "stage", "publish", "unpublish", "unstage", "delete"];
+
 /// One pod's volume: up (provisioned, staged, published and answering), then down.
-async fn one(channel: Channel, dir: PathBuf, n: usize) -> Result<(Duration, Duration), tonic::Status> {
+async fn one(channel: Channel, dir: PathBuf, n: usize) -> Result<Phases, tonic::Status> {
     let (mut controller, mut node) = (ControllerClient::new(channel.clone()), NodeClient::new(channel));
     let staging = dir.join(format!("s{n}"));
     let target = dir.join(format!("t{n}"));
     std::fs::create_dir_all(&staging).expect("staging dir");
-    let start = Instant::now();
+    let mut phases = Phases::default();
+    let mut at = Instant::now();
+    let mut lap = |i: usize| {
+        phases[i] = at.elapsed();
+        at = Instant::now();
+    };
     let volume = controller
         .create_volume(CreateVolumeRequest {
             name: format!("bench-{n}"),
@@ -43,6 +52,7 @@ async fn one(channel: Channel, dir: PathBuf, n: usize) -> Result<(Duration, Dura
         .into_inner()
         .volume
         .expect("a volume");
+    lap(0);
     let id = volume.volume_id;
     node.node_stage_volume(NodeStageVolumeRequest {
         volume_id: id.clone(),
@@ -51,6 +61,7 @@ async fn one(channel: Channel, dir: PathBuf, n: usize) -> Result<(Duration, Dura
         ..Default::default()
     })
     .await?;
+    lap(1);
     node.node_publish_volume(NodePublishVolumeRequest {
         volume_id: id.clone(),
         staging_target_path: path(&staging),
@@ -60,14 +71,16 @@ async fn one(channel: Channel, dir: PathBuf, n: usize) -> Result<(Duration, Dura
     })
     .await?;
     std::fs::write(target.join("ready"), b"usable").expect("the published volume answers");
-    let up = start.elapsed();
-    let start = Instant::now();
+    lap(2);
     node.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: id.clone(), target_path: path(&target) })
         .await?;
+    lap(3);
     node.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: id.clone(), staging_target_path: path(&staging) })
         .await?;
+    lap(4);
     controller.delete_volume(DeleteVolumeRequest { volume_id: id, secrets: Default::default() }).await?;
-    Ok((up, start.elapsed()))
+    lap(5);
+    Ok(phases)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -85,7 +98,7 @@ async fn main() {
     let (concurrency, count): (usize, usize) =
         (concurrency.parse().expect("CONCURRENCY"), count.parse().expect("COUNT"));
     let channel = mountd::client::connect(Path::new(socket)).await.expect("connecting to mountd");
-    let (mut ups, mut downs) = (Vec::new(), Vec::new());
+    let mut runs: Vec<Phases> = Vec::new();
     let mut next = 0;
     while next < count {
         let batch: Vec<_> = (next..count.min(next + concurrency))
@@ -93,18 +106,22 @@ async fn main() {
             .collect();
         next += batch.len();
         for task in batch {
-            let (up, down) = task.await.expect("task").expect("CSI call");
-            ups.push(up);
-            downs.push(down);
+            runs.push(task.await.expect("task").expect("CSI call"));
         }
     }
-    ups.sort();
-    downs.sort();
-    println!(
-        "{{\"concurrency\": {concurrency}, \"count\": {count}, \"up_p50_ms\": {:.1}, \"up_p95_ms\": {:.1}, \"down_p50_ms\": {:.1}, \"down_p95_ms\": {:.1}}}",
-        percentile(&ups, 0.5),
-        percentile(&ups, 0.95),
-        percentile(&downs, 0.5),
-        percentile(&downs, 0.95)
-    );
+    let summary = |pick: &dyn Fn(&Phases) -> Duration| {
+        let mut d: Vec<Duration> = runs.iter().map(pick).collect();
+        d.sort();
+        format!("{{\"p50_ms\": {:.1}, \"p95_ms\": {:.1}}}", percentile(&d, 0.5), percentile(&d, 0.95))
+    };
+    let mut fields = vec![
+        format!("\"concurrency\": {concurrency}"),
+        format!("\"count\": {count}"),
+        format!("\"up\": {}", summary(&|p| p[..3].iter().sum())),
+        format!("\"down\": {}", summary(&|p| p[3..].iter().sum())),
+    ];
+    for (i, name) in PHASES.iter().enumerate() {
+        fields.push(format!("\"{name}\": {}", summary(&|p| p[i])));
+    }
+    println!("{{{}}}", fields.join(", "));
 }
