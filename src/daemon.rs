@@ -315,12 +315,13 @@ impl Service {
         }
         let volume = self.pool.volume(volume)?;
         let at = check_mountpoint(mountpoint)?;
-        let subpath = subpath.trim_matches('/');
+        // As shown and compared; the resolver sees the path as given (it refuses absolute ones).
+        let shown = subpath.trim_matches('/');
         let claim = {
             let mounts = self.mounts();
             if let Some(m) = mounts.get(&at) {
                 // The same mount asked for again is the mount that is there.
-                if m.volume() == volume.name && m.subpath == subpath && m.read_only == options.read_only {
+                if m.volume() == volume.name && m.subpath == shown && m.read_only == options.read_only {
                     return Ok(m.info(&at));
                 }
             }
@@ -354,7 +355,7 @@ impl Service {
         }
         tracing::info!(volume = %volume.name, subpath, mountpoint = %at.display(), read_only, "mounted");
         let served = Served::Volume { name: volume.name.clone(), id: volume.id, session: session_id };
-        let mounted = Mounted { served, subpath: subpath.to_string(), read_only, session };
+        let mounted = Mounted { served, subpath: shown.to_string(), read_only, session };
         let info = mounted.info(&at);
         self.mounts().insert(at, mounted);
         drop(claim);

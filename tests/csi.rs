@@ -555,3 +555,27 @@ async fn a_lost_data_plane_shows_in_the_volume_condition_and_comes_back() {
     }
     assert_eq!(fs::read(target.join("f")).unwrap(), b"kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_requests_never_reach_the_log() {
+    let mut csi = Csi::start().await;
+    const SECRET: &str = "s3cr3t-value-never-logged";
+    let secrets = HashMap::from([("password".to_string(), SECRET.to_string())]);
+    let mut create = create_request("pvc-secret", 16 * MIB, Mode::SingleNodeWriter);
+    create.secrets = secrets.clone();
+    let id = csi.controller.create_volume(create).await.unwrap().into_inner().volume.unwrap().volume_id;
+    let staging = csi.staging(&id);
+    let mut stage = stage_request(&id, &staging, Mode::SingleNodeWriter);
+    stage.secrets = secrets.clone();
+    csi.node.node_stage_volume(stage).await.unwrap();
+    let target = csi.dir("secret-target");
+    let mut publish = publish_request(&id, &staging, &target, Mode::SingleNodeWriter, false);
+    publish.secrets = secrets.clone();
+    csi.node.node_publish_volume(publish).await.unwrap();
+    let mut refused = create_request("pvc-secret", 32 * MIB, Mode::SingleNodeWriter);
+    refused.secrets = secrets;
+    assert_eq!(code_naming(csi.controller.create_volume(refused).await, &[]), Code::AlreadyExists);
+    let log = csi.mountd.log();
+    assert!(log.contains("published"), "the log is written at debug level: {log}");
+    assert!(!log.contains(SECRET), "a secret reached mountd's log");
+}

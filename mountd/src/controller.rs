@@ -6,10 +6,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-/// What a gRPC method answers.
-type Reply<T> = std::result::Result<Response<T>, Status>;
-use volfs_api::{ErrorKind, VolumeInfo};
-
 use crate::capability::{self, one_mode};
 use crate::csi::v1::controller_server::Controller as ControllerService;
 use crate::csi::v1::controller_service_capability::{rpc, Rpc, Type as CapType};
@@ -19,6 +15,9 @@ use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::records::{AttachmentRecord, Origin, SnapshotRecord, State, VolumeRecord};
 use crate::validate;
+
+/// What a gRPC method answers.
+type Reply<T> = std::result::Result<Response<T>, Status>;
 
 pub struct Controller {
     driver: Arc<Driver>,
@@ -88,15 +87,6 @@ impl Controller {
             volume_context: HashMap::new(),
             content_source: source,
             accessible_topology: vec![capability::topology(&self.driver.node_id)],
-        }
-    }
-
-    /// The data plane's volume `id`, NOT_FOUND naming it when it has none.
-    async fn existing_volume(&self, id: &str) -> Result<VolumeInfo> {
-        match self.driver.data.client().inspect_volume(id).await {
-            Ok(info) => Ok(info),
-            Err(e) if e.kind == ErrorKind::NotFound => Err(Error::NotFound(format!("volume {id} does not exist"))),
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -204,7 +194,7 @@ impl Controller {
             }
             Some(SourceType::Volume(VolumeSource { volume_id })) => {
                 let id = validate::id("volume_content_source.volume.volume_id", volume_id)?;
-                let info = self.existing_volume(id).await?;
+                let info = self.driver.existing_volume(id).await?;
                 too_small(&format!("volume {id}"), info.capacity.unwrap_or(info.used_bytes))?;
                 Ok(Some(Origin::Volume(id.to_string())))
             }
@@ -241,7 +231,7 @@ impl Controller {
         let node = validate::text("node_id", &req.node_id, validate::MAX_NODE_ID)?;
         let mode = one_mode(req.volume_capability.as_ref(), Error::InvalidArgument)?;
         let _guard = self.driver.inflight.begin(&format!("volume:{id}"), &format!("volume {id}"))?;
-        self.existing_volume(id).await?;
+        self.driver.existing_volume(id).await?;
         let attached = self.driver.records.with_prefix::<AttachmentRecord>(&crate::records::pair_key(id, ""))?;
         if let Some(other) = attached.iter().find(|a| a.node_id != node) {
             return Err(Error::FailedPrecondition(format!(
@@ -297,7 +287,7 @@ impl Controller {
         }
         validate::map("volume_context", &req.volume_context)?;
         validate::map("parameters", &req.parameters)?;
-        self.existing_volume(id).await?;
+        self.driver.existing_volume(id).await?;
         let mut unsupported = Vec::new();
         for cap in &req.volume_capabilities {
             match capability::access_mode(cap) {
@@ -379,7 +369,7 @@ impl Controller {
             };
             return Ok(CreateSnapshotResponse { snapshot: Some(self.snapshot_message(&existing)) });
         }
-        let info = self.existing_volume(source).await?;
+        let info = self.driver.existing_volume(source).await?;
         let mut snapshot_name = validate::data_plane_name(name, "snap", |_| false);
         while records.get::<SnapshotRecord>(&format!("{source}@{snapshot_name}"))?.is_some() {
             snapshot_name = validate::data_plane_name(name, "snap", |n| n == snapshot_name);
@@ -459,7 +449,7 @@ impl Controller {
             .get::<VolumeRecord>(id)?
             .filter(|v| v.state == State::Ready)
             .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
-        let present = self.existing_volume(id).await.is_ok();
+        let present = self.driver.existing_volume(id).await.is_ok();
         let (published_node_ids, condition) = self.status_parts(id, present)?;
         Ok(ControllerGetVolumeResponse {
             volume: Some(self.volume_message(&record, None)),
@@ -474,11 +464,7 @@ impl Controller {
 /// Grows volume `id` to `wanted` bytes (a volume that has as much already is left as it is);
 /// the record follows. Shared by ControllerExpand and NodeExpand.
 pub async fn expand_volume(driver: &Driver, id: &str, wanted: u64, limit: i64) -> Result<u64> {
-    let info = match driver.data.client().inspect_volume(id).await {
-        Ok(info) => info,
-        Err(e) if e.kind == ErrorKind::NotFound => return Err(Error::NotFound(format!("volume {id} does not exist"))),
-        Err(e) => return Err(e.into()),
-    };
+    let info = driver.existing_volume(id).await?;
     if let Some(current) = info.capacity.filter(|c| *c >= wanted) {
         if limit > 0 && current > limit as u64 {
             return Err(Error::OutOfRange(format!(

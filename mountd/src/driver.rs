@@ -42,6 +42,15 @@ impl Driver {
         self.data_plane_pid.swap(pid, Ordering::SeqCst) != pid
     }
 
+    /// The data plane's volume `id`; NOT_FOUND naming it when there is none.
+    pub async fn existing_volume(&self, id: &str) -> Result<VolumeInfo> {
+        match self.data.client().inspect_volume(id).await {
+            Ok(info) => Ok(info),
+            Err(e) if e.kind == ErrorKind::NotFound => Err(Error::NotFound(format!("volume {id} does not exist"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether a data-plane volume of this name exists or is recorded (by CSI or Docker).
     pub async fn volume_name_taken(&self, name: &str) -> Result<bool> {
         if self.records.get::<VolumeRecord>(name)?.is_some() {

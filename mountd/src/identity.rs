@@ -5,9 +5,6 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-/// What a gRPC method answers.
-type Reply<T> = std::result::Result<Response<T>, Status>;
-
 use crate::csi::v1::identity_server::Identity as IdentityService;
 use crate::csi::v1::plugin_capability::{self, service, volume_expansion};
 use crate::csi::v1::{
@@ -18,6 +15,9 @@ use crate::driver::Driver;
 
 /// The driver's name, as StorageClasses and PVs name it.
 pub const DRIVER_NAME: &str = "csi.volfs.io";
+
+/// What a gRPC method answers.
+type Reply<T> = std::result::Result<Response<T>, Status>;
 
 pub struct Identity {
     driver: Arc<Driver>,

@@ -7,9 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-
-/// What a gRPC method answers.
-type Reply<T> = std::result::Result<Response<T>, Status>;
 use volfs_api::ErrorKind;
 
 use crate::capability::{self, one_mode, single_writer};
@@ -29,6 +26,9 @@ const KUBELET_PREFIX: &str = "csi.storage.k8s.io/";
 const SUBPATH_KEY: &str = "subPath";
 const READONLY_KEY: &str = "readOnly";
 const SIZE_KEY: &str = "size";
+
+/// What a gRPC method answers.
+type Reply<T> = std::result::Result<Response<T>, Status>;
 
 pub struct Node {
     driver: Arc<Driver>,
@@ -104,21 +104,13 @@ fn target(field: &str, value: &str) -> Result<std::path::PathBuf> {
 }
 
 impl Node {
-    async fn existing_volume(&self, id: &str) -> Result<volfs_api::VolumeInfo> {
-        match self.driver.data.client().inspect_volume(id).await {
-            Ok(info) => Ok(info),
-            Err(e) if e.kind == ErrorKind::NotFound => Err(Error::NotFound(format!("volume {id} does not exist"))),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse> {
         let id = validate::id("volume_id", &req.volume_id)?;
         let staging = validate::path("staging_target_path", &req.staging_target_path)?;
         let mode = one_mode(req.volume_capability.as_ref(), Error::FailedPrecondition)?;
         context(&req.volume_context)?;
         let _guard = self.driver.inflight.begin(&format!("volume:{id}"), &format!("volume {id}"))?;
-        self.existing_volume(id).await?;
+        self.driver.existing_volume(id).await?;
         let record = StageRecord { volume_id: id.into(), staging_path: staging, mode: mode as i32 };
         match self.driver.records.get::<StageRecord>(id)? {
             Some(existing) if existing == record => {}
@@ -158,7 +150,7 @@ impl Node {
             self.create_ephemeral(csi_id, &volume_id, ctx.size).await?;
         } else {
             self.check_staged(csi_id, &req.staging_target_path)?;
-            self.existing_volume(csi_id).await?;
+            self.driver.existing_volume(csi_id).await?;
         }
         let readonly = req.readonly || ctx.readonly || mode == Mode::SingleNodeReaderOnly;
         let record = PublicationRecord {
@@ -319,7 +311,7 @@ impl Node {
             one_mode(req.volume_capability.as_ref(), Error::InvalidArgument)?;
         }
         let _guard = self.driver.inflight.begin(&format!("volume:{id}"), &format!("volume {id}"))?;
-        let info = self.existing_volume(id).await?;
+        let info = self.driver.existing_volume(id).await?;
         if !self.serves_at(id, &path)? {
             return Err(Error::NotFound(format!("volume {id} is not published or staged at {}", path.display())));
         }
