@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::{Core, DataFile};
@@ -74,6 +75,7 @@ impl Pool {
     /// Opens the pool without any recovery, as fsck wants to see it.
     pub fn open_unrecovered(dir: &Path, mode: OpenMode) -> Result<Pool> {
         prepare_dir(dir, mode)?;
+        make_private(dir)?;
         let lock = take_lock(dir)?;
         let meta = Meta::open(&dir.join("meta"))?;
         let data = DataStore::at(&dir.join("data"))?;
@@ -325,7 +327,12 @@ fn prepare_dir(dir: &Path, mode: OpenMode) -> Result<()> {
     if !missing && fs::read_dir(dir)?.next().is_some() {
         return Err(Error::Invalid(format!("{} is not empty and is not a volfs pool", dir.display())));
     }
-    fs::create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    if missing {
+        fs::DirBuilder::new().mode(0o700).create(dir)?;
+    }
     let tmp = dir.join(".volfs-pool.tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(FORMAT.as_bytes())?;
@@ -334,6 +341,17 @@ fn prepare_dir(dir: &Path, mode: OpenMode) -> Result<()> {
     // A brand-new pool has nothing to recover.
     File::create(dir.join(CLEAN_MARK))?;
     File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Only root may enter the pool: names, xattrs and symlink targets of every volume live in its
+/// metadata. A pool found open to others is closed, with a warning.
+fn make_private(dir: &Path) -> Result<()> {
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        tracing::warn!(pool = %dir.display(), mode = format!("{mode:o}"), "the pool was open to other users; now 0700");
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -463,4 +464,35 @@ fn asking_again_for_what_exists_answers_it() {
     // The same mountpoint with other options is refused, naming what is there.
     let out = pool.run(&["mount", "a", at, "--read-only"]);
     assert_fails_naming(&out, "a read-only mount over a read-write one", &["busy", "volume a"]);
+}
+
+#[test]
+fn only_root_can_enter_the_pool_whatever_the_umask() {
+    let pool = TestPool::new();
+    let mut create = pool.command(&["volume", "create", "secretive"]);
+    // SAFETY: sets the umask of the child alone, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut create, || {
+            libc::umask(0);
+            Ok(())
+        })
+    };
+    assert!(run_bounded(create).status.success());
+    let m = pool.mount("secretive", MountOpts::default());
+    fs::write(m.join("name-of-a-secret-file"), b"x").unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(pool.path()), 0o700);
+    let journal = fs::read_dir(pool.path().join("meta")).unwrap().next().unwrap().unwrap().path();
+    for (what, path) in [("the pool", pool.path().to_path_buf()), ("the metadata", journal)] {
+        let denied = common::as_user(65534, 65534, || fs::read_dir(&path).map(drop).or_else(|_| fs::read(&path).map(drop)));
+        assert_eq!(denied.unwrap_err().raw_os_error(), Some(libc::EACCES), "nobody reached {what}");
+    }
+    drop(m);
+    assert!(pool.shutdown());
+    // A pool opened to others is closed again when it is next opened, with a warning.
+    fs::set_permissions(pool.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let out = pool.run(&["volume", "list"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("open to other users"), "{out:?}");
+    assert_eq!(mode(pool.path()), 0o700);
 }
