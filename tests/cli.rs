@@ -4,8 +4,8 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -484,7 +484,8 @@ fn only_root_can_enter_the_pool_whatever_the_umask() {
     assert_eq!(mode(pool.path()), 0o700);
     let journal = fs::read_dir(pool.path().join("meta")).unwrap().next().unwrap().unwrap().path();
     for (what, path) in [("the pool", pool.path().to_path_buf()), ("the metadata", journal)] {
-        let denied = common::as_user(65534, 65534, || fs::read_dir(&path).map(drop).or_else(|_| fs::read(&path).map(drop)));
+        let denied =
+            common::as_user(65534, 65534, || fs::read_dir(&path).map(drop).or_else(|_| fs::read(&path).map(drop)));
         assert_eq!(denied.unwrap_err().raw_os_error(), Some(libc::EACCES), "nobody reached {what}");
     }
     drop(m);
