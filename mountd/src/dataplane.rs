@@ -1,6 +1,6 @@
 //! The data plane as mountd sees it: the `volfs serve` daemon of one pool, reached through the
 //! control-protocol client. When none answers, mountd starts one in a process group of its own,
-//! so the FUSE mounts it serves outlive mountd.
+//! so the FUSE mounts it serves outlive mountd (unless a service manager runs it).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
@@ -21,15 +21,16 @@ pub struct DataPlane {
     client: Client,
     pool: PathBuf,
     socket: Option<PathBuf>,
-    volfs: PathBuf,
+    /// What starts a data plane; `None` when another manager runs it.
+    volfs: Option<PathBuf>,
     log: PathBuf,
     starting: tokio::sync::Mutex<()>,
 }
 
 impl DataPlane {
     /// The data plane of `pool`, on `socket` when given (else the pool's own), started from the
-    /// `volfs` binary when needed, logging to `log`.
-    pub fn new(pool: PathBuf, socket: Option<PathBuf>, volfs: PathBuf, log: PathBuf) -> Self {
+    /// `volfs` binary when needed (unless `volfs` is `None`), logging to `log`.
+    pub fn new(pool: PathBuf, socket: Option<PathBuf>, volfs: Option<PathBuf>, log: PathBuf) -> Self {
         let client = Client::new(socket_path(&pool, socket.as_deref()), ANSWER_WAIT);
         DataPlane { client, pool, socket, volfs, log, starting: tokio::sync::Mutex::new(()) }
     }
@@ -80,6 +81,12 @@ impl DataPlane {
     }
 
     fn spawn(&self) -> Result<std::process::Child> {
+        let Some(volfs) = &self.volfs else {
+            return Err(Error::Unavailable(format!(
+                "no data plane serves pool {} yet (its service manager starts it)",
+                self.pool.display()
+            )));
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,15 +94,15 @@ impl DataPlane {
             .open(&self.log)
             .map_err(|e| Error::Internal(format!("opening {}: {e}", self.log.display())))?;
         let stderr = log.try_clone().map_err(|e| Error::Internal(e.to_string()))?;
-        let mut cmd = Command::new(&self.volfs);
+        let mut cmd = Command::new(volfs);
         cmd.arg("serve").arg("--pool").arg(&self.pool);
         if let Some(socket) = &self.socket {
             cmd.arg("--socket").arg(socket);
         }
         // Its own process group: a signal to mountd's group (Ctrl-C, a service stop) is not for it.
         cmd.stdin(Stdio::null()).stdout(log).stderr(stderr).process_group(0);
-        tracing::info!(volfs = %self.volfs.display(), pool = %self.pool.display(), "starting the data plane");
-        cmd.spawn().map_err(|e| Error::Unavailable(format!("starting {}: {e}", self.volfs.display())))
+        tracing::info!(volfs = %volfs.display(), pool = %self.pool.display(), "starting the data plane");
+        cmd.spawn().map_err(|e| Error::Unavailable(format!("starting {}: {e}", volfs.display())))
     }
 
     /// The pool's filesystem: (total bytes, bytes free for volumes).

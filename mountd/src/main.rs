@@ -38,6 +38,10 @@ struct ServeArgs {
     /// beside mountd, else from PATH).
     #[arg(long, value_name = "PATH")]
     volfs_bin: Option<PathBuf>,
+    /// A service manager runs the data plane (a volfs unit or container): never start one,
+    /// wait for it instead.
+    #[arg(long, conflicts_with = "volfs_bin")]
+    external_data_plane: bool,
     /// The CSI endpoint.
     #[arg(long, value_name = "URL", default_value = "unix:///run/volfs/csi.sock")]
     csi_endpoint: String,
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let Command::Serve(args) = cli.command;
-    let volfs_bin = args.volfs_bin.unwrap_or_else(default_volfs);
+    let volfs_bin = (!args.external_data_plane).then(|| args.volfs_bin.unwrap_or_else(default_volfs));
     let config = Config {
         pool: args.pool.unwrap_or_else(|| args.state_dir.join("pool")),
         state_dir: args.state_dir,

@@ -24,7 +24,8 @@ pub struct Config {
     pub node_id: String,
     pub pool: PathBuf,
     pub volfs_socket: Option<PathBuf>,
-    pub volfs_bin: PathBuf,
+    /// The binary to start a data plane with; `None`: another manager runs it.
+    pub volfs_bin: Option<PathBuf>,
     pub csi_endpoint: String,
     pub docker_socket: Option<PathBuf>,
     pub max_volumes_per_node: i64,
