@@ -374,13 +374,3 @@ fn take_lock(dir: &Path) -> Result<File> {
     Ok(lock)
 }
 
-/// The pid of the process holding the pool's lock, if any.
-pub fn lock_holder(dir: &Path) -> Option<u32> {
-    let lock = File::open(dir.join("lock")).ok()?;
-    // SAFETY: plain syscall on our own descriptor; a shared probe released right away.
-    let free = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    if free {
-        return None;
-    }
-    fs::read_to_string(dir.join("lock")).ok()?.trim().parse().ok()
-}

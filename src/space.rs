@@ -90,42 +90,6 @@ pub fn allocated_total(file: &File) -> io::Result<u64> {
     allocated(file, 0, u64::MAX >> 1)
 }
 
-/// Copies `src` into the empty `dst` with the same size, writing only the data regions so
-/// holes stay holes.
-pub fn copy_sparse(src: &File, dst: &File) -> io::Result<()> {
-    let size = src.metadata()?.len();
-    let seek = |from: u64, whence: i32| -> io::Result<Option<u64>> {
-        // SAFETY: plain syscall on an owned descriptor.
-        let pos = unsafe { libc::lseek(src.as_raw_fd(), from as i64, whence) };
-        if pos >= 0 {
-            return Ok(Some(pos as u64));
-        }
-        match io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-            e => Err(e),
-        }
-    };
-    let mut pos = 0;
-    while pos < size {
-        let Some(start) = seek(pos, libc::SEEK_DATA)? else { break };
-        let end = seek(start, libc::SEEK_HOLE)?.unwrap_or(size).min(size);
-        let (mut off_in, mut off_out) = (start as i64, start as i64);
-        while (off_in as u64) < end {
-            let want = (end - off_in as u64) as usize;
-            // SAFETY: both descriptors are owned; the offsets are ours.
-            let n =
-                unsafe { libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, want, 0) };
-            match n {
-                n if n > 0 => {}
-                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "data file shrank while copied")),
-                _ => return Err(io::Error::last_os_error()),
-            }
-        }
-        pos = end;
-    }
-    dst.set_len(size)
-}
-
 /// `[offset, offset + len)` widened to whole blocks of `block` bytes.
 pub fn block_range(offset: u64, len: u64, block: u64) -> Range {
     let start = offset / block * block;
