@@ -498,6 +498,7 @@ fn unescape_mount_path(s: &str) -> String {
 
 /// Runs the daemon until a shutdown request or SIGTERM/SIGINT.
 pub fn serve(pool_dir: &Path, socket: Option<&Path>) -> anyhow::Result<()> {
+    forbid_core_dumps()?;
     let signals = block_stop_signals();
     let pool = Pool::open(pool_dir, crate::pool::OpenMode::CreateIfMissing)?;
     let pool_dir = pool.dir().to_path_buf();
@@ -556,6 +557,19 @@ fn answer(service: &Service, stream: UnixStream) -> bool {
     out.push(b'\n');
     let _ = (&stream).write_all(&out);
     stop
+}
+
+/// The daemon holds secrets of projected trees in memory: a crash must not write them to a core
+/// file (nor may another process read its memory through /proc or ptrace).
+fn forbid_core_dumps() -> std::io::Result<()> {
+    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain syscalls that change this process's own limits and flags.
+    let failed =
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 || libc::prctl(libc::PR_SET_DUMPABLE, 0) != 0 };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Blocks SIGTERM and SIGINT in this thread and every thread started after it, so that only

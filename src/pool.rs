@@ -373,4 +373,3 @@ fn take_lock(dir: &Path) -> Result<File> {
     writeln!(lock, "{}", std::process::id())?;
     Ok(lock)
 }
-
