@@ -81,3 +81,48 @@ fn a_crashing_daemon_dumps_no_core_and_secrets_reach_no_disk() {
         assert!(leaks.is_empty(), "signal {signal}: the secret is on disk in {leaks:?}");
     }
 }
+
+#[test]
+fn at_trace_level_no_secret_file_content_or_xattr_value_is_logged() {
+    const CONTENT: &[u8] = b"file-content-canary-51c3";
+    const XATTR: &[u8] = b"xattr-value-canary-77ab";
+    let pool = TestPool::new();
+    pool.create_volume("logged", Some("64Mi"));
+    let spec = include_str!("fixtures/projected.yaml").replace("aHVudGVyMg==", "YzByZS1kdW1wLWNhbmFyeS04ZjFkMmU=");
+    let spec_path = pool.root().join("spec.yaml");
+    fs::write(&spec_path, &spec).unwrap();
+    let tree = pool.fresh_dir();
+    let mut mount = pool.command(&["project", "mount", spec_path.to_str().unwrap(), tree.to_str().unwrap()]);
+    // The daemon this starts logs everything it can.
+    mount.env("VOLFS_LOG", "trace");
+    assert!(common::run_bounded(mount).status.success(), "{}", pool.daemon_log());
+    assert_eq!(fs::read(tree.join("password")).unwrap(), SECRET);
+    let spec_again = pool.root().join("again.yaml");
+    fs::write(&spec_again, spec.replace("log: info", "log: debug")).unwrap();
+    pool.ok(&["project", "update", tree.to_str().unwrap(), spec_again.to_str().unwrap()]);
+    for opts in [common::MountOpts::default(), common::MountOpts::mode(common::Mode::NoPassthrough)] {
+        let m = pool.mount("logged", opts);
+        let file = m.join("f");
+        fs::write(&file, CONTENT).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), CONTENT);
+        let path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+        // SAFETY: valid C strings and a buffer of the given length.
+        let set = unsafe { libc::setxattr(path.as_ptr(), c"user.k".as_ptr(), XATTR.as_ptr().cast(), XATTR.len(), 0) };
+        assert_eq!(set, 0, "setxattr: {}", std::io::Error::last_os_error());
+        let mut buf = [0u8; 64];
+        // SAFETY: as above.
+        let got = unsafe { libc::getxattr(path.as_ptr(), c"user.k".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..got as usize], XATTR);
+    }
+    pool.ok(&["umount", tree.to_str().unwrap()]);
+    assert!(pool.shutdown());
+    let log = pool.daemon_log();
+    assert!(log.contains("TRACE") || log.contains("DEBUG"), "the daemon did not log at trace level: {log}");
+    let encoded: &[u8] = b"YzByZS1kdW1wLWNhbmFyeS04ZjFkMmU=";
+    for (what, canary) in
+        [("a secret", SECRET), ("a secret, encoded", encoded), ("file content", CONTENT), ("an xattr value", XATTR)]
+    {
+        let text = String::from_utf8_lossy(canary);
+        assert!(!log.contains(&*text), "{what} is in the daemon's log");
+    }
+}
