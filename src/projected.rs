@@ -65,32 +65,101 @@ pub struct File {
 
 /// The bytes of a file, shared: a generation, an open file and the spec all hold the same
 /// allocation, so a file opened before an update keeps its bytes. `Debug` shows the size only.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Content {
-    bytes: Arc<[u8]>,
-    secret: bool,
+    bytes: Arc<Bytes>,
+}
+
+enum Bytes {
+    Plain(Box<[u8]>),
+    /// A Secret's or a token's bytes: never swapped out, zeroed when the last holder lets go.
+    Secret(SecretBytes),
 }
 
 impl Content {
-    pub fn new(bytes: impl Into<Arc<[u8]>>, secret: bool) -> Self {
-        Content { bytes: bytes.into(), secret }
+    pub fn new(bytes: &[u8], secret: bool) -> Self {
+        let bytes = if secret { Bytes::Secret(SecretBytes::new(bytes)) } else { Bytes::Plain(bytes.into()) };
+        Content { bytes: Arc::new(bytes) }
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        match &*self.bytes {
+            Bytes::Plain(b) => b,
+            Bytes::Secret(s) => s.as_slice(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.bytes().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.bytes().is_empty()
     }
 
     /// Whether the bytes come from a Secret or a token.
     pub fn is_secret(&self) -> bool {
-        self.secret
+        matches!(*self.bytes, Bytes::Secret(_))
+    }
+}
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Self) -> bool {
+        self.is_secret() == other.is_secret() && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Content {}
+
+/// Secret bytes in pages of their own, locked in memory (mlock: never written to swap) and
+/// zeroed before they are freed. Whole pages, so that unlocking them never unlocks another
+/// allocation's bytes.
+struct SecretBytes {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the buffer is owned, never aliased mutably, and only read after construction.
+unsafe impl Send for SecretBytes {}
+// SAFETY: as above; shared access is read-only.
+unsafe impl Sync for SecretBytes {}
+
+impl SecretBytes {
+    fn new(bytes: &[u8]) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let size = bytes.len().div_ceil(page).max(1) * page;
+        let layout = std::alloc::Layout::from_size_align(size, page).expect("a page-aligned layout");
+        // SAFETY: a non-zero size; the result is checked for null.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        // SAFETY: `size` >= `bytes.len()` bytes were just allocated at `ptr`, apart from `bytes`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr(), bytes.len()) };
+        // SAFETY: the pages of our own live allocation.
+        if unsafe { libc::mlock(ptr.as_ptr().cast(), size) } != 0 {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(%error, "cannot lock secret bytes in memory; they may be swapped out");
+        }
+        SecretBytes { ptr, len: bytes.len(), layout }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes at `ptr`, alive as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        // SAFETY: the allocation is ours, of `layout.size()` bytes, and no longer shared.
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) };
+        zeroize::Zeroize::zeroize(all);
+        // SAFETY: unlocks and frees what `new` locked and allocated with this layout.
+        unsafe {
+            libc::munlock(self.ptr.as_ptr().cast(), self.layout.size());
+            std::alloc::dealloc(self.ptr.as_ptr(), self.layout);
+        }
     }
 }
 
@@ -118,10 +187,10 @@ impl fmt::Debug for File {
 
 impl fmt::Debug for Content {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.secret {
-            write!(f, "<{} bytes, secret redacted>", self.bytes.len())
+        if self.is_secret() {
+            write!(f, "<{} bytes, secret redacted>", self.len())
         } else {
-            write!(f, "<{} bytes>", self.bytes.len())
+            write!(f, "<{} bytes>", self.len())
         }
     }
 }

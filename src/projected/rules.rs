@@ -383,7 +383,7 @@ fn collect(docs: &Documents, pod: &PodContext) -> Result<Payload, SpecError> {
                     (None, None) => String::new(),
                 };
                 let mode = item.mode.map_or(default_mode, |m| m.0);
-                let content = Content::new(text.into_bytes(), false);
+                let content = Content::new(text.as_bytes(), false);
                 insert(
                     doc,
                     &mut payload,

@@ -621,6 +621,12 @@ impl<'de> Deserialize<'de> for SecretBase64 {
     }
 }
 
+impl Drop for SecretBase64 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for SecretBase64 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{} bytes, secret redacted>", self.0.len())
@@ -631,6 +637,12 @@ impl fmt::Debug for SecretBase64 {
 /// size only.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SecretText(pub String);
+
+impl Drop for SecretText {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl<'de> Deserialize<'de> for SecretText {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

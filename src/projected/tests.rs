@@ -584,3 +584,32 @@ fn an_update_with_the_same_content_keeps_the_generation() {
     assert_eq!((tree.generation(), tree.payload().ino()), (first, ino));
     assert_eq!(tree.payload().child("a").unwrap().attr().perm, 0o644);
 }
+
+/// Kilobytes of this process's memory locked against swapping.
+fn locked_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmLck:")).expect("VmLck in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn secret_bytes_are_locked_in_memory_while_held_and_plain_bytes_are_not() {
+    const MIB: usize = 1 << 20;
+    let payload = vec![7u8; 4 * MIB];
+    let before = locked_kib();
+    let secret = Content::new(&payload, true);
+    let shared = secret.clone();
+    let held = locked_kib();
+    assert!(held >= before + 4096, "4 MiB of secret bytes are locked: {before} kB → {held} kB");
+    assert_eq!(shared.bytes(), &payload[..]);
+    assert!(format!("{shared:?}").contains("secret redacted"));
+    drop(secret);
+    assert!(locked_kib() >= held - 16, "a clone still holds the bytes, still locked");
+    drop(shared);
+    let after = locked_kib();
+    assert!(after + 4000 <= held, "the last holder unlocks them: {held} kB → {after} kB");
+    let plain = Content::new(&payload, false);
+    assert!(locked_kib() < after + 1024, "plain bytes are not locked");
+    assert_eq!(plain, Content::new(&payload, false));
+    assert_ne!(plain, Content::new(&payload, true), "secret and plain content differ");
+}
