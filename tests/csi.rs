@@ -579,3 +579,21 @@ async fn secrets_in_requests_never_reach_the_log() {
     assert!(log.contains("published"), "the log is written at debug level: {log}");
     assert!(!log.contains(SECRET), "a secret reached mountd's log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orderly_stop_of_mountd_leaves_mounts_served() {
+    let mut csi = Csi::start().await;
+    let id = csi.create("pvc-stop", 16 * MIB).await.volume_id;
+    let target = csi.dir("stop");
+    csi.attach_and_mount(&id, &target, Mode::SingleNodeWriter, false).await;
+    fs::write(target.join("f"), b"before").unwrap();
+    csi.mountd.stop();
+    assert!(!csi.mountd.csi_socket.exists(), "SIGTERM removes the CSI socket");
+    fs::write(target.join("g"), b"while mountd is down").unwrap();
+    assert_eq!(fs::read(target.join("f")).unwrap(), b"before");
+    csi.mountd.restart();
+    (csi.identity, csi.controller, csi.node) = clients(&csi.mountd.csi_socket).await;
+    assert_eq!(fs::read(target.join("g")).unwrap(), b"while mountd is down");
+    csi.unmount_and_detach(&id, &target).await;
+    assert!(!common::is_mountpoint(&target) && !target.exists());
+}
