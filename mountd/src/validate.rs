@@ -47,7 +47,11 @@ pub fn path(field: &str, value: &str) -> Result<PathBuf> {
     if !p.is_absolute() {
         return Err(invalid(field, format!("{value:?} is not an absolute path")));
     }
-    if value.trim_end_matches('/').split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
+    let trimmed = value.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(invalid(field, format!("{value:?} is the root directory")));
+    }
+    if trimmed.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..") {
         return Err(invalid(field, format!("{value:?} is not a plain path ('.', '..' and '//' are refused)")));
     }
     Ok(p.to_path_buf())
@@ -116,7 +120,7 @@ mod tests {
     #[test]
     fn paths_are_absolute_and_plain() {
         assert_eq!(path("target_path", "/var/lib/x").unwrap(), PathBuf::from("/var/lib/x"));
-        for bad in ["", "rel/x", "/a/../b", "/a/./b", "/a//b"] {
+        for bad in ["", "rel/x", "/a/../b", "/a/./b", "/a//b", "/", "//", "/.."] {
             assert!(matches!(path("target_path", bad), Err(Error::InvalidArgument(m)) if m.contains("target_path")));
         }
     }
