@@ -460,4 +460,30 @@ mod tests {
         assert_eq!(reply(Ok(json!({ "Mountpoint": "/m" }))), json!({ "Mountpoint": "/m", "Err": "" }));
         assert_eq!(reply(Err(Error::NotFound("no such volume: v".into()))), json!({ "Err": "no such volume: v" }));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4096, ..Default::default() })]
+
+        /// Whatever Docker (or anything on the socket) sends, the plugin parses it or refuses it
+        /// with an error; names and options that pass are what the checks promise.
+        #[test]
+        fn any_request_body_and_options_parse_or_are_refused(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            name in "[ -~]{0,40}",
+            key in proptest::prelude::prop_oneof!["size", "subpath", "from-volume", "from-snapshot", "[a-z-]{0,12}"],
+            value in "[ -~]{0,40}",
+        ) {
+            let _ = parse::<CreateRequest>(&body);
+            let _ = parse::<CallerRequest>(&body);
+            if let Ok(n) = check_name(&name) {
+                proptest::prop_assert!(!n.contains('/') && !n.starts_with('.') && !n.is_empty());
+            }
+            if let Ok(o) = parse_opts(&opts(&[(&key, &value)])) {
+                proptest::prop_assert!(OPTIONS.contains(&key.as_str()));
+                if let Some(sub) = o.subpath {
+                    proptest::prop_assert!(sub.split('/').all(|c| !c.is_empty() && c != ".." && c != "."));
+                }
+            }
+        }
+    }
 }
