@@ -10,8 +10,8 @@ cd "$VF_ROOT"
 vf_require_root
 
 "$VF_ROOT/scripts/deps.sh"
-vf_log "cargo build --release"
-cargo build --release
+vf_log "cargo build --release --workspace"
+cargo build --release --workspace
 
 export VOLFS_POOL="$VF_ROOT/pool"
 VF_POOL=$VOLFS_POOL
@@ -50,5 +50,6 @@ volfs is serving volume "demo" from ./pool, mounted at ./mnt. Try:
   target/release/volfs shutdown                   stop the daemon
   scripts/run.sh                                  mount it again
 
-Every volfs command takes --pool DIR or reads VOLFS_POOL.
+Every volfs command takes --pool DIR or reads VOLFS_POOL. The control plane (CSI driver and
+Docker volume plugin) is target/release/mountd: see "The control plane: mountd" in README.md.
 EOF
