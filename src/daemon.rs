@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -511,7 +512,8 @@ pub fn serve(pool_dir: &Path, socket: Option<&Path>) -> anyhow::Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(&record, socket.as_os_str().as_encoded_bytes())?;
     let service = Arc::new(Service::new(pool, true));
-    watch_signals(signals, service.clone(), socket.clone());
+    let wake = AcceptWaker(listener.as_raw_fd());
+    watch_signals(signals, service.clone(), wake);
     tracing::info!(pool = %pool_dir.display(), socket = %socket.display(), pid = std::process::id(), "serving");
     for stream in listener.incoming() {
         if service.stopping.load(Ordering::SeqCst) {
@@ -519,12 +521,9 @@ pub fn serve(pool_dir: &Path, socket: Option<&Path>) -> anyhow::Result<()> {
         }
         let Ok(stream) = stream else { continue };
         let service = service.clone();
-        let wake = socket.clone();
         std::thread::spawn(move || {
-            let stop = answer(&service, stream);
-            if stop {
-                // Wake the accept loop so it sees the flag.
-                let _ = UnixStream::connect(&wake);
+            if answer(&service, stream) {
+                wake.wake();
             }
         });
     }
@@ -587,15 +586,29 @@ fn block_stop_signals() -> libc::sigset_t {
 }
 
 /// SIGTERM and SIGINT stop the daemon in order: every mount is unmounted first.
-fn watch_signals(set: libc::sigset_t, service: Arc<Service>, socket: PathBuf) {
+fn watch_signals(set: libc::sigset_t, service: Arc<Service>, wake: AcceptWaker) {
     std::thread::spawn(move || {
         let mut sig = 0;
         // SAFETY: waits on a set of blocked signals.
         unsafe { libc::sigwait(&set, &mut sig) };
         tracing::info!(signal = sig, "stopping");
         service.stop();
-        let _ = UnixStream::connect(&socket);
+        wake.wake();
     });
+}
+
+/// Ends the accept loop once the daemon is stopping: shutting the listening socket down makes
+/// `accept` return at once, whether or not its path still exists (a connection to the path
+/// would not reach it once the file is gone).
+#[derive(Clone, Copy)]
+struct AcceptWaker(std::os::fd::RawFd);
+
+impl AcceptWaker {
+    fn wake(self) {
+        // SAFETY: the listener outlives every waker (serve returns only after the loop ends,
+        // which this call causes); shutdown changes no memory.
+        unsafe { libc::shutdown(self.0, libc::SHUT_RDWR) };
+    }
 }
 
 #[cfg(test)]

@@ -497,3 +497,17 @@ fn only_root_can_enter_the_pool_whatever_the_umask() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("open to other users"), "{out:?}");
     assert_eq!(mode(pool.path()), 0o700);
 }
+
+#[test]
+fn sigterm_stops_the_daemon_even_when_its_socket_file_is_gone() {
+    let pool = TestPool::new();
+    let m = pool.mount("a", MountOpts::default());
+    let at = m.path().to_path_buf();
+    let pid = pool.daemon_pid().expect("a daemon serves the pool");
+    fs::remove_file(pool.path().join("volfs.sock")).unwrap();
+    // SAFETY: signals the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(wait_pid_exit(pid, Duration::from_secs(15)), "the daemon ignored SIGTERM");
+    assert!(!is_mountpoint(&at), "the stopped daemon unmounted its volume");
+    drop(m);
+}
