@@ -75,7 +75,14 @@ impl Core {
             self.direct.iter().filter(|d| d.volume == volume).map(|d| (d.data, d.counted)).collect();
         let mut account = self.account(volume);
         for (id, counted) in pending {
-            let now = allocated_total(&self.data.open(id)?)?;
+            let file = match self.data.open(id) {
+                Ok(file) => file,
+                // Closed and removed meanwhile (an unlinked file's last close): its release
+                // has settled what it held.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let now = allocated_total(&file)?;
             account.used = (account.used + now).saturating_sub(counted);
         }
         Ok(account)
