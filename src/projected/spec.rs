@@ -16,7 +16,7 @@ use serde::de::{DeserializeOwned, Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 use serde_norway::Value;
 
-use super::downward::Quantity;
+use volfs_api::quantity::Quantity;
 
 /// A SPEC that cannot be projected: which document, which field, and why.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,53 +1,178 @@
-//! Sizes written as Kubernetes quantities: `10Gi`, `500Mi`, `1G`, `1.5Ki`, `4096`.
+//! Kubernetes quantities (`250m`, `64Mi`, `1e3`), held exactly; sizes in bytes (`10Gi`, `500Mi`,
+//! `1G`, `1.5Ki`, `4096`) are quantities rounded up. The one parser of quantities in volfs.
 
 use std::fmt;
 
-const SUFFIXES: [(&str, u128); 12] = [
-    ("Ki", 1 << 10),
-    ("Mi", 1 << 20),
-    ("Gi", 1 << 30),
-    ("Ti", 1 << 40),
-    ("Pi", 1 << 50),
-    ("Ei", 1 << 60),
-    ("k", 1_000),
-    ("M", 1_000_000),
-    ("G", 1_000_000_000),
-    ("T", 1_000_000_000_000),
-    ("P", 1_000_000_000_000_000),
-    ("E", 1_000_000_000_000_000_000),
-];
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Parses a quantity into bytes. Fractions are allowed and round up to whole bytes, as
+/// How a quantity was written; it decides its canonical form, which divisor validation compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    DecimalSi,
+    BinarySi,
+    DecimalExponent,
+}
+
+/// A Kubernetes quantity held exactly as a fraction.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Quantity {
+    num: i128,
+    den: i128,
+    format: Format,
+    text: String,
+}
+
+impl fmt::Debug for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.text)
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Quantity {
+    /// Parses `<sign><digits>[.<digits>]<suffix>`, suffix one of n u m "" k M G T P E, Ki Mi Gi
+    /// Ti Pi Ei, or e<exponent>.
+    pub fn parse(text: &str) -> Result<Quantity, String> {
+        let bad = |why: &str| format!("invalid quantity {text:?}: {why}");
+        let (negative, rest) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
+        };
+        let number_len = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, suffix) = rest.split_at(number_len);
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if whole.is_empty() && frac.is_empty() {
+            return Err(bad("no number"));
+        }
+        if frac.contains('.') {
+            return Err(bad("more than one '.'"));
+        }
+        let too_large = || bad("too large");
+        let mut num: i128 = 0;
+        for d in whole.bytes().chain(frac.bytes()) {
+            num = num.checked_mul(10).and_then(|n| n.checked_add(i128::from(d - b'0'))).ok_or_else(too_large)?;
+        }
+        let mut den: i128 = 10i128.checked_pow(frac.len() as u32).ok_or_else(too_large)?;
+        let pow10 = |e: u32| 10i128.checked_pow(e).ok_or_else(too_large);
+        let (format, scale): (Format, i32) = match suffix {
+            "" => (Format::DecimalSi, 0),
+            "n" => (Format::DecimalSi, -9),
+            "u" => (Format::DecimalSi, -6),
+            "m" => (Format::DecimalSi, -3),
+            "k" => (Format::DecimalSi, 3),
+            "M" => (Format::DecimalSi, 6),
+            "G" => (Format::DecimalSi, 9),
+            "T" => (Format::DecimalSi, 12),
+            "P" => (Format::DecimalSi, 15),
+            "E" => (Format::DecimalSi, 18),
+            "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => {
+                let power = 1 + ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].iter().position(|s| *s == suffix).unwrap_or(0);
+                num = num.checked_mul(1i128 << (10 * power)).ok_or_else(too_large)?;
+                (Format::BinarySi, 0)
+            }
+            s if s.starts_with(['e', 'E']) => {
+                let exp: i32 = s[1..].parse().map_err(|_| bad("bad exponent"))?;
+                (Format::DecimalExponent, exp)
+            }
+            _ => return Err(bad("unknown suffix (use n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or e<n>)")),
+        };
+        if scale > 0 {
+            num = num.checked_mul(pow10(scale as u32)?).ok_or_else(too_large)?;
+        } else if scale < 0 {
+            den = den.checked_mul(pow10(scale.unsigned_abs())?).ok_or_else(too_large)?;
+        }
+        if negative {
+            num = -num;
+        }
+        Ok(Quantity { num, den, format, text: text.to_string() })
+    }
+
+    pub fn from_integer(n: u64) -> Quantity {
+        Quantity { num: i128::from(n), den: 1, format: Format::DecimalSi, text: n.to_string() }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.num == 0
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.num < 0
+    }
+
+    /// The value rounded up to an integer (`Quantity.Value()`).
+    pub fn value(&self) -> i128 {
+        ceil_div(self.num, self.den)
+    }
+
+    /// The value in thousandths, rounded up (`Quantity.MilliValue()`).
+    pub fn milli_value(&self) -> i128 {
+        ceil_div(self.num.saturating_mul(1000), self.den)
+    }
+
+    /// Whether the canonical form of this quantity is one of `allowed` (all of the form `1<suffix>`).
+    pub fn canonical_in(&self, allowed: &[&str]) -> bool {
+        allowed.iter().filter_map(|a| Quantity::parse(a).ok()).any(|a| {
+            self.num.checked_mul(a.den).is_some_and(|x| Some(x) == a.num.checked_mul(self.den))
+                && (self.format == a.format || (a.num == a.den && self.den == 1))
+        })
+    }
+}
+
+pub fn ceil_div(a: i128, b: i128) -> i128 {
+    let q = a / b;
+    if (a % b != 0) && ((a < 0) == (b < 0)) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A quantity may be written as a string or, in YAML and JSON, as a bare number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Integer(i64),
+            Float(f64),
+        }
+        let text = match Written::deserialize(d)
+            .map_err(|_| D::Error::custom("must be a quantity such as 500m, 2, 64Mi or 1G"))?
+        {
+            Written::Text(s) => s,
+            Written::Integer(n) => n.to_string(),
+            Written::Float(f) => f.to_string(),
+        };
+        Quantity::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+/// Parses a size into bytes: a positive Kubernetes quantity, rounded up to whole bytes as
 /// Kubernetes rounds storage requests up.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let bad = |why: &str| format!("invalid size {text:?}: {why} (examples: 10Gi, 500Mi, 1G, 4096)");
-    let t = text.trim();
-    let (number, multiplier) = SUFFIXES.iter().find_map(|(s, m)| t.strip_suffix(s).map(|n| (n, *m))).unwrap_or((t, 1));
-    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && frac.is_empty() {
-        return Err(bad("no number"));
+    let quantity = Quantity::parse(text.trim()).map_err(|e| bad(e.rsplit(": ").next().unwrap_or(&e)))?;
+    if quantity.is_negative() {
+        return Err(bad("must not be negative"));
     }
-    if !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
-        return Err(bad("not a number with an optional unit suffix"));
+    match u64::try_from(quantity.value()) {
+        Ok(0) => Err(bad("must be more than zero")),
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err(bad("too large")),
     }
-    if frac.len() > 18 {
-        return Err(bad("too many decimals"));
-    }
-    let too_large = || bad("too large");
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
-    let scale = 10u128.pow(frac.len() as u32);
-    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| too_large())? };
-    let scaled = whole
-        .checked_mul(scale)
-        .and_then(|w| w.checked_add(frac_value))
-        .and_then(|v| v.checked_mul(multiplier))
-        .ok_or_else(too_large)?;
-    let bytes = scaled.div_ceil(scale);
-    let bytes = u64::try_from(bytes).map_err(|_| too_large())?;
-    if bytes == 0 {
-        return Err(bad("must be more than zero"));
-    }
-    Ok(bytes)
 }
 
 /// Bytes written for people: the largest binary unit that keeps one decimal.
@@ -73,6 +198,27 @@ impl fmt::Display for HumanBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn q(text: &str) -> Quantity {
+        Quantity::parse(text).unwrap()
+    }
+
+    #[test]
+    fn quantities_are_exact() {
+        assert_eq!(q("250m").milli_value(), 250);
+        assert_eq!(q("0.5").milli_value(), 500);
+        assert_eq!(q("1.5").value(), 2);
+        assert_eq!(q("64Mi").value(), 64 << 20);
+        assert_eq!(q("1G").value(), 1_000_000_000);
+        assert_eq!(q("1e3").value(), 1000);
+        assert_eq!(q("1E").value(), 1_000_000_000_000_000_000);
+        assert_eq!(q("100n").milli_value(), 1);
+        assert_eq!(q(".5Ki").value(), 512);
+        assert!(q("-1").is_negative());
+        for bad in ["", "m", "1.2.3", "1Kb", "abc", "1e"] {
+            assert!(Quantity::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_kubernetes_quantities() {
