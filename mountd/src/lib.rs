@@ -17,4 +17,5 @@ pub mod node;
 pub mod reconcile;
 pub mod records;
 pub mod serve;
+pub mod standalone;
 pub mod validate;

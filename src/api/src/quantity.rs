@@ -116,6 +116,14 @@ impl Quantity {
         ceil_div(self.num.saturating_mul(1000), self.den)
     }
 
+    /// Compares the values exactly (`Quantity.Cmp`): no rounding.
+    pub fn cmp_value(&self, other: &Quantity) -> std::cmp::Ordering {
+        match (self.num.checked_mul(other.den), other.num.checked_mul(self.den)) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => (self.num as f64 / self.den as f64).total_cmp(&(other.num as f64 / other.den as f64)),
+        }
+    }
+
     /// Whether the canonical form of this quantity is one of `allowed` (all of the form `1<suffix>`).
     pub fn canonical_in(&self, allowed: &[&str]) -> bool {
         allowed.iter().filter_map(|a| Quantity::parse(a).ok()).any(|a| {
@@ -218,6 +226,15 @@ mod tests {
         for bad in ["", "m", "1.2.3", "1Kb", "abc", "1e"] {
             assert!(Quantity::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        use std::cmp::Ordering::*;
+        assert_eq!(q("1Gi").cmp_value(&q("1073741824")), Equal);
+        assert_eq!(q("1G").cmp_value(&q("1Gi")), Less);
+        assert_eq!(q("1.5Gi").cmp_value(&q("1536Mi")), Equal);
+        assert_eq!(q("2Ei").cmp_value(&q("1m")), Greater);
     }
 
     #[test]
