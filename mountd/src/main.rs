@@ -1,4 +1,5 @@
-//! The `mountd` command: the volfs control plane (`serve`).
+//! The `mountd` command: the volfs control plane (`serve`), and kubectl's verbs for standalone
+//! mode (`apply`, `get`, `describe`, `delete`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,11 @@ use clap::{Parser, Subcommand};
 use mountd::serve::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "mountd", version, about = "The volfs control plane: CSI driver and Docker volume plugin")]
+#[command(
+    name = "mountd",
+    version,
+    about = "The volfs control plane: CSI driver, Docker volume plugin, and Kubernetes' storage model on a node without Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,8 +21,57 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the CSI services and the Docker volume plugin (runs in the foreground).
+    /// Serve the CSI services, the Docker volume plugin and standalone mode (in the foreground).
     Serve(ServeArgs),
+    /// Create or update objects from Kubernetes manifests (YAML or JSON).
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        /// A file, a directory of .yaml/.yml/.json files, or - for stdin.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// List objects of a kind, or show one.
+    Get {
+        #[command(flatten)]
+        target: Target,
+        /// pvc, pv, sc, vs, vsc, vsclass, volumeattachment, cm, secret, pod (or the full names).
+        kind: String,
+        name: Option<String>,
+        /// wide, json, yaml or name.
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long = "all-namespaces")]
+        all_namespaces: bool,
+    },
+    /// Show an object in detail, with its events.
+    Describe {
+        #[command(flatten)]
+        target: Target,
+        kind: String,
+        name: String,
+    },
+    /// Delete an object (claims in use and bound volumes stay Terminating until released).
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        kind: String,
+        name: String,
+        /// Return at once instead of waiting until the object is gone.
+        #[arg(long = "wait", default_value_t = true, action = clap::ArgAction::Set)]
+        wait: bool,
+    },
+}
+
+/// Which daemon, and which namespace.
+#[derive(clap::Args)]
+struct Target {
+    /// The state dir of the `mountd serve` to talk to.
+    #[arg(long, env = "MOUNTD_STATE", value_name = "DIR")]
+    state_dir: PathBuf,
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
 }
 
 #[derive(clap::Args)]
@@ -52,10 +106,24 @@ struct ServeArgs {
     /// NodeGetInfo's max_volumes_per_node (0: no limit).
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_volumes_per_node: i64,
+    /// This node's labels, for PVs' node affinity: KEY=VALUE, comma-separated.
+    #[arg(long, value_name = "LABELS", value_delimiter = ',', value_parser = label)]
+    node_labels: Vec<(String, String)>,
+}
+
+fn label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        command => return client(command),
+    };
     // Whatever this process creates on the node (pool, records, logs, sockets) is root's alone.
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
@@ -63,7 +131,6 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let Command::Serve(args) = cli.command;
     let volfs_bin = (!args.external_data_plane).then(|| args.volfs_bin.unwrap_or_else(default_volfs));
     let config = Config {
         pool: args.pool.unwrap_or_else(|| args.state_dir.join("pool")),
@@ -74,11 +141,38 @@ fn main() -> ExitCode {
         csi_endpoint: args.csi_endpoint,
         docker_socket: args.docker_socket,
         max_volumes_per_node: args.max_volumes_per_node,
+        node_labels: args.node_labels.into_iter().collect(),
     };
     match serve::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mountd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The kubectl-like verbs: print what they answer, or the error.
+fn client(command: Command) -> ExitCode {
+    use mountd::standalone::cli;
+    let result = match &command {
+        Command::Serve(_) => unreachable!("served by main"),
+        Command::Apply { target, files } => cli::apply(&target.state_dir, files),
+        Command::Get { target, kind, name, output, all_namespaces } => {
+            cli::get(&target.state_dir, kind, name.as_deref(), &target.namespace, *all_namespaces, output.as_deref())
+        }
+        Command::Describe { target, kind, name } => cli::describe(&target.state_dir, kind, name, &target.namespace),
+        Command::Delete { target, kind, name, wait } => {
+            cli::delete(&target.state_dir, kind, name, &target.namespace, *wait)
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -18,6 +18,9 @@ use crate::csi::v1::node_server::NodeServer;
 use crate::dataplane::DataPlane;
 use crate::driver::Driver;
 use crate::records::Records;
+use crate::standalone::engine::{node_labels, Engine};
+use crate::standalone::store::Store;
+use crate::standalone::world::NodeInfo;
 
 pub struct Config {
     pub state_dir: PathBuf,
@@ -29,6 +32,8 @@ pub struct Config {
     pub csi_endpoint: String,
     pub docker_socket: Option<PathBuf>,
     pub max_volumes_per_node: i64,
+    /// This node's labels, for standalone mode's node affinity.
+    pub node_labels: std::collections::HashMap<String, String>,
 }
 
 /// How often a missing data plane is looked for (and started) again.
@@ -61,6 +66,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         tokio::spawn(keep_data_plane(driver.clone()));
 
+        let store = Store::open(&config.state_dir).context("opening standalone mode's objects")?;
+        let info = NodeInfo {
+            name: config.node_id.clone(),
+            labels: node_labels(&config.node_id, config.node_labels.clone()),
+            state_dir: config.state_dir.clone(),
+        };
+        let engine = Arc::new(Engine::new(store, driver.clone(), info));
+        let api_socket = crate::standalone::api::socket_path(&config.state_dir);
+        let api = bind(&api_socket)?;
+        tokio::spawn(crate::standalone::api::serve(engine.clone(), api));
+        tokio::spawn(engine.run());
+
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             wait_for_stop_signal().await;
@@ -92,6 +109,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             docker.await?.context("serving the Docker plugin")?;
         }
         let _ = std::fs::remove_file(&csi_socket);
+        let _ = std::fs::remove_file(&api_socket);
         if let Some(path) = &config.docker_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -460,7 +460,11 @@ mod tests {
     use crate::standalone::store::Write;
 
     fn node() -> NodeInfo {
-        NodeInfo { name: "n1".into(), labels: [("kubernetes.io/hostname".to_string(), "n1".to_string())].into() }
+        NodeInfo {
+            name: "n1".into(),
+            labels: [("kubernetes.io/hostname".to_string(), "n1".to_string())].into(),
+            state_dir: "/state".into(),
+        }
     }
 
     fn pv(name: &str, size: &str, modes: &str, class: &str, extra: &str) -> PersistentVolume {

@@ -3,9 +3,18 @@
 //! controllers decide (pure functions of the objects), and `engine` carries out what they
 //! decide through the same CSI services a cluster would call.
 
+pub mod admission;
+pub mod api;
 pub mod binder;
+pub mod cli;
+pub mod engine;
 pub mod object;
+pub mod pods;
+pub mod print;
+pub mod protection;
+pub mod resizer;
 pub mod selector;
 pub mod snapshot;
+pub mod snapshots;
 pub mod store;
 pub mod world;

@@ -145,8 +145,13 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    /// A namespaced kind without a namespace is in `default`, as the API server puts it.
     pub fn new(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
-        let namespace = if kind.namespaced() { namespace } else { "" };
+        let namespace = match (kind.namespaced(), namespace) {
+            (false, _) => "",
+            (true, "") => "default",
+            (true, ns) => ns,
+        };
         ObjectKey { kind, namespace: namespace.to_string(), name: name.to_string() }
     }
 

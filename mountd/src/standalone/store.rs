@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// Commits `writes` in one durable transaction. Objects get the next resourceVersion;
-    /// an event equal to the object's latest (reason and message) counts it up instead.
+    /// an event equal to one the object has (reason and message) counts that one up instead.
     pub fn commit(&self, writes: Vec<Write>) -> Result<()> {
         if writes.is_empty() {
             return Ok(());
@@ -146,21 +146,20 @@ impl Store {
                     }
                     Write::Event(event) => {
                         let prefix = format!("{}\0", event.object.encode());
-                        let latest = events
+                        let same = events
                             .range(prefix.as_str()..)?
                             .map_while(|e| e.ok())
                             .take_while(|(k, _)| k.value().starts_with(&prefix))
-                            .last()
-                            .map(|(k, v)| (k.value().to_string(), v.value().to_vec()));
-                        let repeated = latest.and_then(|(k, v)| {
-                            let mut old: Event = serde_json::from_slice(&v).ok()?;
-                            (old.uid == event.uid && old.reason == event.reason && old.message == event.message).then(
-                                || {
-                                    old.count += 1;
-                                    old.last_unix = event.last_unix;
-                                    (k, old)
-                                },
-                            )
+                            .filter_map(|(k, v)| {
+                                Some((k.value().to_string(), serde_json::from_slice::<Event>(v.value()).ok()?))
+                            })
+                            .find(|(_, old)| {
+                                old.uid == event.uid && old.reason == event.reason && old.message == event.message
+                            });
+                        let repeated = same.map(|(k, mut old)| {
+                            old.count += 1;
+                            old.last_unix = event.last_unix;
+                            (k, old)
                         });
                         let (k, event) = match repeated {
                             Some(found) => found,

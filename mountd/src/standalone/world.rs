@@ -31,6 +31,8 @@ pub const FINALIZER_PROVISIONER: &str = "external-provisioner.volume.kubernetes.
 pub struct NodeInfo {
     pub name: String,
     pub labels: Labels,
+    /// mountd's state dir: pods' mounts are made under it.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Every object, by kind.
@@ -106,6 +108,9 @@ pub enum Action {
     Provision(Box<Provision>),
     /// CSI DeleteVolume of the PV's volume, then the PV goes (reclaim policy `Delete`).
     DeleteVolume(Box<PersistentVolume>),
+    Pod(Box<super::pods::PodStep>),
+    Snapshot(Box<super::snapshots::SnapshotStep>),
+    Expand(Box<super::resizer::Expansion>),
 }
 
 pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
