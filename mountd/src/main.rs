@@ -109,6 +109,16 @@ struct ServeArgs {
     /// This node's labels, for PVs' node affinity: KEY=VALUE, comma-separated.
     #[arg(long, value_name = "LABELS", value_delimiter = ',', value_parser = label)]
     node_labels: Vec<(String, String)>,
+    /// Run applied pods' containers with this runtime (only `docker`); without it, mountd
+    /// prepares their mounts only.
+    #[arg(long, value_name = "RUNTIME", value_parser = ["docker"])]
+    runtime: Option<String>,
+    /// The docker client to run containers with.
+    #[arg(long, value_name = "PATH", default_value = "docker")]
+    docker_bin: PathBuf,
+    /// The Docker daemon to use (docker's -H), when not the default.
+    #[arg(long, value_name = "URL")]
+    docker_host: Option<String>,
 }
 
 fn label(text: &str) -> Result<(String, String), String> {
@@ -142,6 +152,9 @@ fn main() -> ExitCode {
         docker_socket: args.docker_socket,
         max_volumes_per_node: args.max_volumes_per_node,
         node_labels: args.node_labels.into_iter().collect(),
+        runtime: args
+            .runtime
+            .map(|_| mountd::standalone::runtime::Docker { bin: args.docker_bin, host: args.docker_host }),
     };
     match serve::run(config) {
         Ok(()) => ExitCode::SUCCESS,

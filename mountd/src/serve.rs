@@ -34,6 +34,8 @@ pub struct Config {
     pub max_volumes_per_node: i64,
     /// This node's labels, for standalone mode's node affinity.
     pub node_labels: std::collections::HashMap<String, String>,
+    /// Run pods' containers through Docker.
+    pub runtime: Option<crate::standalone::runtime::Docker>,
 }
 
 /// How often a missing data plane is looked for (and started) again.
@@ -71,8 +73,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             name: config.node_id.clone(),
             labels: node_labels(&config.node_id, config.node_labels.clone()),
             state_dir: config.state_dir.clone(),
+            runtime: false,
         };
-        let engine = Arc::new(Engine::new(store, driver.clone(), info));
+        let engine = Arc::new(Engine::new(store, driver.clone(), info, config.runtime.clone()));
         let api_socket = crate::standalone::api::socket_path(&config.state_dir);
         let api = bind(&api_socket)?;
         tokio::spawn(crate::standalone::api::serve(engine.clone(), api));

@@ -21,6 +21,8 @@ pub struct Mountd {
     pub csi_socket: PathBuf,
     pub docker_socket: Option<PathBuf>,
     pub node_id: String,
+    /// More `mountd serve` flags (standalone mode's node labels, runtime).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -32,12 +34,35 @@ impl Mountd {
 
     /// Starts mountd; with `docker_socket` it also serves the Docker plugin there.
     pub fn start_with(docker_socket: Option<PathBuf>) -> Self {
+        Self::start_with_args(docker_socket, Vec::new())
+    }
+
+    /// Starts mountd with more `serve` flags.
+    pub fn start_with_args(docker_socket: Option<PathBuf>, extra_args: Vec<String>) -> Self {
         let pool = TestPool::new();
         let state_dir = pool.root().join("state");
         let csi_socket = pool.root().join("csi.sock");
-        let mut m = Mountd { pool, state_dir, csi_socket, docker_socket, node_id: "node-1".to_string(), child: None };
+        let node_id = "node-1".to_string();
+        let mut m = Mountd { pool, state_dir, csi_socket, docker_socket, node_id, extra_args, child: None };
         m.restart();
         m
+    }
+
+    /// `mountd ARGS` as a client of this instance (its state dir in MOUNTD_STATE).
+    pub fn client(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = Command::new(mountd_bin())
+            .args(args)
+            .env("MOUNTD_STATE", &self.state_dir)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running mountd");
+        if let Some(text) = stdin {
+            child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("writing manifests");
+        }
+        child.wait_with_output().expect("waiting for mountd")
     }
 
     /// The arguments of `mountd serve` for this instance.
@@ -53,6 +78,7 @@ impl Mountd {
         if let Some(s) = &self.docker_socket {
             args.push(format!("--docker-socket={}", s.display()));
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -74,8 +100,9 @@ impl Mountd {
             .expect("starting mountd");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
+        let api_socket = self.state_dir.join("mountd.sock");
         let sockets: Vec<PathBuf> =
-            std::iter::once(self.csi_socket.clone()).chain(self.docker_socket.clone()).collect();
+            [self.csi_socket.clone(), api_socket].into_iter().chain(self.docker_socket.clone()).collect();
         while !sockets.iter().all(|s| std::os::unix::net::UnixStream::connect(s).is_ok()) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("mountd exited ({status}): {}", self.log());

@@ -464,6 +464,7 @@ mod tests {
             name: "n1".into(),
             labels: [("kubernetes.io/hostname".to_string(), "n1".to_string())].into(),
             state_dir: "/state".into(),
+            runtime: false,
         }
     }
 

@@ -37,6 +37,7 @@ pub struct Engine {
     pub(super) controller: crate::controller::Controller,
     pub(super) node: crate::node::Node,
     pub(super) info: NodeInfo,
+    pub(super) runtime: Option<super::runtime::Docker>,
     /// API writes and reconcile passes take turns.
     turn: Mutex<()>,
     wake: Notify,
@@ -53,8 +54,15 @@ pub fn now_unix() -> i64 {
 }
 
 impl Engine {
-    pub fn new(store: Store, driver: Arc<Driver>, info: NodeInfo) -> Engine {
+    pub fn new(
+        store: Store,
+        driver: Arc<Driver>,
+        mut info: NodeInfo,
+        runtime: Option<super::runtime::Docker>,
+    ) -> Engine {
+        info.runtime = runtime.is_some();
         Engine {
+            runtime,
             store,
             controller: crate::controller::Controller::new(driver.clone()),
             node: crate::node::Node::new(driver.clone()),
@@ -394,10 +402,11 @@ pub fn bytes_quantity(bytes: u64) -> k8s_openapi::apimachinery::pkg::api::resour
 }
 
 /// Kubernetes' access modes as CSI modes, for a node plugin with SINGLE_NODE_MULTI_WRITER.
+/// Standalone mode is one node: "many" means the pods of this node.
 pub fn csi_mode(mode: &str) -> Mode {
     match mode {
-        "ReadOnlyMany" => Mode::MultiNodeReaderOnly,
-        "ReadWriteMany" => Mode::MultiNodeMultiWriter,
+        "ReadOnlyMany" => Mode::SingleNodeReaderOnly,
+        "ReadWriteMany" => Mode::SingleNodeMultiWriter,
         "ReadWriteOncePod" => Mode::SingleNodeSingleWriter,
         _ => Mode::SingleNodeMultiWriter,
     }

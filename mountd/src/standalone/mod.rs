@@ -13,6 +13,7 @@ pub mod pods;
 pub mod print;
 pub mod protection;
 pub mod resizer;
+pub mod runtime;
 pub mod selector;
 pub mod snapshot;
 pub mod snapshots;

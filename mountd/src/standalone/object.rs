@@ -319,7 +319,31 @@ pub fn parse_manifests(text: &str, source: &str) -> Result<Vec<Object>, String> 
     Ok(objects)
 }
 
-fn collect(json: serde_json::Value, at: &str, objects: &mut Vec<Object>) -> Result<(), String> {
+/// File modes as Kubernetes reads manifests (YAML 1.1): an unquoted `0644` is octal. The YAML
+/// parser hands such scalars over as text; mode fields are integers, so the text is converted.
+fn octal_modes(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let octal = v
+                    .as_str()
+                    .filter(|t| t.len() > 1 && t.starts_with('0') && t.bytes().all(|b| (b'0'..=b'7').contains(&b)));
+                if let (true, Some(text)) = (key == "defaultMode" || key == "mode", octal) {
+                    if let Ok(n) = i64::from_str_radix(text, 8) {
+                        *v = n.into();
+                    }
+                } else {
+                    octal_modes(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(octal_modes),
+        _ => {}
+    }
+}
+
+fn collect(mut json: serde_json::Value, at: &str, objects: &mut Vec<Object>) -> Result<(), String> {
+    octal_modes(&mut json);
     if !json.is_object() {
         return Err(format!("{at}: a manifest is a mapping with apiVersion, kind and metadata"));
     }
@@ -397,6 +421,17 @@ spec:
             assert!(err.contains(expected), "{text}: {err}");
             assert!(err.starts_with("f.yaml (document 1)"), "{err}");
         }
+    }
+
+    #[test]
+    fn unquoted_octal_modes_are_octal_as_in_kubernetes() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c}]\n  volumes: [{name: s, secret: {secretName: s, defaultMode: 0400, items: [{key: k, path: k, mode: 0644}]}}, {name: c, configMap: {name: c, defaultMode: 420}}]\n";
+        let Object::Pod(pod) = parse_manifests(text, "-").unwrap().remove(0) else { panic!() };
+        let volumes = pod.spec.unwrap().volumes.unwrap();
+        let secret = volumes[0].secret.as_ref().unwrap();
+        assert_eq!(secret.default_mode, Some(0o400));
+        assert_eq!(secret.items.as_ref().unwrap()[0].mode, Some(0o644));
+        assert_eq!(volumes[1].config_map.as_ref().unwrap().default_mode, Some(420));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub enum MountSource {
 pub enum PodStep {
     Setup(Pod),
     Refresh(Pod),
+    /// Read the containers' statuses back (with a runtime).
+    Observe(Pod),
     Teardown(Pod),
 }
 
@@ -207,6 +209,9 @@ pub fn plan(world: &World, node: &NodeInfo, now: i64) -> Vec<Action> {
             Some(_) => {
                 if annotation(&pod.metadata, ANN_PROJECTIONS) != Some(projection_digest(world, pod).as_str()) {
                     actions.push(Action::Pod(Box::new(PodStep::Refresh(pod.clone()))));
+                }
+                if node.runtime && phase(pod) == "Running" {
+                    actions.push(Action::Pod(Box::new(PodStep::Observe(pod.clone()))));
                 }
             }
         }
@@ -542,6 +547,7 @@ pub async fn carry_out(engine: &Engine, world: &World, step: PodStep, now: i64) 
     match step {
         PodStep::Setup(pod) => setup(engine, world, pod, now).await,
         PodStep::Refresh(pod) => refresh(engine, world, pod, now).await,
+        PodStep::Observe(pod) => observe(engine, pod).await,
         PodStep::Teardown(pod) => teardown(engine, world, pod, now).await,
     }
 }
@@ -566,7 +572,34 @@ async fn setup(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Write>
             return writes;
         }
     }
+    if let Some(fs_group) = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()?.fs_group) {
+        for m in mounts.iter().filter(|m| super::runtime::owned_by_fs_group(m)) {
+            if let Err(e) = super::runtime::set_volume_ownership(&m.host_path, fs_group as u32) {
+                let message =
+                    format!("MountVolume.SetUp failed for volume {:?} : applying fsGroup {fs_group}: {e}", m.volume);
+                writes.push(event_write(&object, true, "FailedMount", message, "kubelet", now));
+                return writes;
+            }
+        }
+    }
     let mut new = pod.clone();
+    if let Some(docker) = &engine.runtime {
+        if let Err(e) = docker.start(&pod, &mounts).await {
+            writes.push(event_write(&object, true, "Failed", format!("Error: {e}"), "kubelet", now));
+            return writes;
+        }
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            writes.push(event_write(
+                &object,
+                false,
+                "Started",
+                format!("Started container {}", c.name),
+                "kubelet",
+                now,
+            ));
+        }
+        new.status.get_or_insert_with(PodStatus::default).container_statuses = docker.statuses(&pod).await.ok();
+    }
     set_annotation(&mut new.metadata, ANN_PROJECTIONS, &projection_digest(world, &pod));
     let status = new.status.get_or_insert_with(PodStatus::default);
     status.phase = Some("Running".into());
@@ -642,7 +675,7 @@ async fn mount_one(
             }
             // A pod's containers share a claim; ReadWriteOncePod is held per pod by the scheduler.
             let publish_mode =
-                if mode == "ReadOnlyMany" { Mode::MultiNodeReaderOnly } else { Mode::SingleNodeMultiWriter };
+                if mode == "ReadOnlyMany" { Mode::SingleNodeReaderOnly } else { Mode::SingleNodeMultiWriter };
             let req = NodePublishVolumeRequest {
                 volume_id: volume_id.clone(),
                 staging_target_path: staging_path(engine, pv).to_string_lossy().into(),
@@ -688,7 +721,17 @@ async fn mount_one(
             }
             let request =
                 Request::ProjectMount { spec: SpecText(spec), mountpoint: target.clone(), subpath: subpath.clone() };
-            engine.driver.data.client().call(&request).await.map_err(|e| e.to_string())?;
+            let client = engine.driver.data.client();
+            match client.call(&request).await {
+                Ok(_) => {}
+                // A subPath naming one file is mounted on a file, as the kubelet binds it.
+                Err(e) if e.message.contains("is a file: its view needs a regular file") => {
+                    std::fs::remove_dir(&target).map_err(|e| format!("replacing {}: {e}", target.display()))?;
+                    std::fs::File::create(&target).map_err(|e| format!("making {}: {e}", target.display()))?;
+                    client.call(&request).await.map_err(|e| e.to_string())?;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
         MountSource::HostPath => host_path(pod, m)?,
     }
@@ -852,10 +895,48 @@ async fn refresh(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Writ
     writes
 }
 
+/// The containers' statuses, and the pod's phase from them: Succeeded or Failed once every
+/// container has ended for good.
+async fn observe(engine: &Engine, pod: Pod) -> Vec<Write> {
+    let Some(docker) = &engine.runtime else { return vec![] };
+    let Ok(statuses) = docker.statuses(&pod).await else { return vec![] };
+    let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+    let codes: Vec<Option<i32>> =
+        statuses.iter().map(|s| s.state.as_ref().and_then(|st| st.terminated.as_ref()).map(|t| t.exit_code)).collect();
+    let all_ended = !codes.is_empty() && codes.iter().all(Option::is_some);
+    let all_zero = codes.iter().all(|c| *c == Some(0));
+    let phase = match (all_ended, policy.as_str()) {
+        (true, "Never") if all_zero => "Succeeded",
+        (true, "Never") => "Failed",
+        (true, "OnFailure") if all_zero => "Succeeded",
+        _ => "Running",
+    };
+    let mut new = pod.clone();
+    let status = new.status.get_or_insert_with(PodStatus::default);
+    status.container_statuses = Some(statuses);
+    status.phase = Some(phase.into());
+    if new == pod {
+        return vec![];
+    }
+    vec![Write::Put(Box::new(Object::Pod(new)))]
+}
+
 /// Unmounts everything the pod had (planned mounts included), detaches claims no other pod
 /// uses, deletes emptyDirs, then the pod object.
 async fn teardown(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Write> {
     let object = Object::Pod(pod.clone());
+    if let Some(docker) = &engine.runtime {
+        if let Err(e) = docker.remove(&pod).await {
+            return vec![event_write(
+                &object,
+                true,
+                "FailedKillPod",
+                format!("error killing pod: {e}"),
+                "kubelet",
+                now,
+            )];
+        }
+    }
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mounts = mounts_of(&pod).unwrap_or_default();
     let rpc = |s: tonic::Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
@@ -882,7 +963,7 @@ async fn teardown(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Wri
             break;
         }
         if !matches!(m.source, MountSource::HostPath) {
-            let _ = std::fs::remove_dir(&target);
+            let _ = std::fs::remove_dir(&target).or_else(|_| std::fs::remove_file(&target));
         }
     }
     if result.is_ok() {

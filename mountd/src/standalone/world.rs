@@ -33,6 +33,8 @@ pub struct NodeInfo {
     pub labels: Labels,
     /// mountd's state dir: pods' mounts are made under it.
     pub state_dir: std::path::PathBuf,
+    /// Whether pods' containers are run (`--runtime docker`).
+    pub runtime: bool,
 }
 
 /// Every object, by kind.
