@@ -200,7 +200,7 @@ fn static_volumes_bind_by_the_controllers_rules_and_a_retained_volume_comes_back
 fn wait_for_first_consumer_provisions_when_a_pod_uses_the_claim_and_the_stages_show_in_order() {
     let n = Node::start();
     n.apply(&format!("{LATE_CLASS}---\n{}", claim("late-claim", "64Mi", "ReadWriteOnce", "late", "")));
-    n.wait(&"WaitForFirstConsumer event", || {
+    n.wait("WaitForFirstConsumer event", || {
         n.reasons("pvc", "late-claim").contains(&"WaitForFirstConsumer".to_string())
     });
     assert_eq!(n.field("pvc", "late-claim", "/status/phase"), "Pending");
@@ -369,7 +369,7 @@ fn config_maps_and_secrets_reach_every_mount_within_a_second_subpath_included_an
     // Secret bytes: sealed in the store, never in a log, nowhere under the state dir.
     let mut found = Vec::new();
     for entry in walk(&n.m.pool.root().to_path_buf()) {
-        if entry.starts_with(&n.m.state_dir.join("pods")) {
+        if entry.starts_with(n.m.state_dir.join("pods")) {
             continue;
         }
         if std::fs::read(&entry).is_ok_and(|b| b.windows(secret_value.len()).any(|w| w == secret_value.as_bytes())) {
@@ -411,7 +411,7 @@ fn read_write_once_pod_admits_one_pod_and_read_write_many_is_shared() {
     ));
     n.apply(&format!("{}---\n{}", pod("one", "solo", ""), pod("two", "solo", "")));
     n.mount_of("one", "main", "/data");
-    n.wait(&"FailedScheduling of the second pod", || n.reasons("pod", "two").contains(&"FailedScheduling".to_string()));
+    n.wait("FailedScheduling of the second pod", || n.reasons("pod", "two").contains(&"FailedScheduling".to_string()));
     let describe = n.ok(&["describe", "pod", "two"]);
     assert!(
         describe
