@@ -517,3 +517,142 @@ fn mountd_killed_in_the_middle_of_provisioning_and_binding_leaves_no_duplicate_a
     expected.sort();
     assert_eq!(volumes, expected, "one data-plane volume per PV, none extra");
 }
+
+// ---------------------------------------------------------------------------------------------
+// With `--runtime docker`: real busybox containers, their mounts bound at their mountPaths.
+
+use common::docker::{Dockerd, BUSYBOX_IMAGE, DOCKER};
+
+/// A node that runs pods' containers with its own dockerd.
+fn docker_node() -> (Node, Dockerd) {
+    let docker = Dockerd::start();
+    let args = vec![
+        "--runtime=docker".to_string(),
+        format!("--docker-bin={DOCKER}"),
+        format!("--docker-host=unix://{}", docker.socket().display()),
+    ];
+    (Node { m: Mountd::start_with_args(None, args) }, docker)
+}
+
+/// A pod of busybox containers: (name, shell script, mounts as YAML flow items).
+fn busybox_pod(name: &str, restart: &str, security: &str, containers: &[(&str, &str, &str)], volumes: &str) -> String {
+    let mut text = format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {restart}\n{security}  containers:\n");
+    for (c, script, mounts) in containers {
+        text.push_str(&format!(
+            "  - name: {c}\n    image: {BUSYBOX_IMAGE}\n    command: [sh, -c]\n    args: [{}]\n    volumeMounts: [{mounts}]\n",
+            serde_json::to_string(script).unwrap()
+        ));
+    }
+    text.push_str(&format!("  volumes:\n{volumes}"));
+    text
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn a_container_that_exits_is_restarted_and_finds_its_claim_and_empty_dir_as_it_left_them() {
+    let (n, _docker) = docker_node();
+    n.apply(&format!("{CLASS}---\n{}", claim("data", "16Mi", "ReadWriteOnce", "fast", "")));
+    let script = "echo run >> /data/runs; echo run >> /scratch/runs; sleep 0.3; exit 1";
+    let volumes = "  - {name: data, persistentVolumeClaim: {claimName: data}}\n  - {name: scratch, emptyDir: {}}\n";
+    n.apply(&busybox_pod(
+        "crashy",
+        "Always",
+        "",
+        &[("main", script, "{name: data, mountPath: /data}, {name: scratch, mountPath: /scratch}")],
+        volumes,
+    ));
+    let data = n.mount_of("crashy", "main", "/data");
+    let scratch = n.mount_of("crashy", "main", "/scratch");
+    n.wait("three runs", || {
+        read(&data.join("runs")).lines().count() >= 3 && read(&scratch.join("runs")).lines().count() >= 3
+    });
+    n.wait("the restart count in the pod's status", || {
+        n.json("pod", "crashy")
+            .and_then(|p| p.pointer("/status/containerStatuses/0/restartCount")?.as_i64())
+            .is_some_and(|c| c >= 1)
+    });
+}
+
+#[test]
+fn two_containers_share_a_claim_each_in_its_own_sub_path_with_the_pods_user_and_group() {
+    let (n, _docker) = docker_node();
+    n.apply(&format!("{CLASS}---\n{}", claim("shared", "16Mi", "ReadWriteOnce", "fast", "")));
+    let security = "  securityContext: {runAsUser: 1000, fsGroup: 2000}\n";
+    let web = (
+        "web",
+        "echo page > /site/index.html; ls -a /site > /site/seen; sleep 600",
+        "{name: shared, mountPath: /site, subPath: web}",
+    );
+    let log = (
+        "log",
+        "echo line > /logs/app.log; ls -a /logs > /logs/seen; id > /logs/id; sleep 600",
+        "{name: shared, mountPath: /logs, subPath: logs}",
+    );
+    n.apply(&busybox_pod(
+        "two",
+        "Always",
+        security,
+        &[web, log],
+        "  - {name: shared, persistentVolumeClaim: {claimName: shared}}\n",
+    ));
+    let web_dir = n.mount_of("two", "web", "/site");
+    let log_dir = n.mount_of("two", "log", "/logs");
+    n.wait("both containers to write", || {
+        read(&web_dir.join("seen")).contains("index.html") && read(&log_dir.join("seen")).contains("app.log")
+    });
+    assert!(!read(&web_dir.join("seen")).contains("app.log"), "web sees only its own subPath");
+    assert!(!read(&log_dir.join("seen")).contains("index.html"), "log sees only its own subPath");
+    let id = read(&log_dir.join("id"));
+    assert!(id.starts_with("uid=1000 gid=0") && id.contains("2000"), "{id}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(web_dir.join("index.html")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 2000), "written as runAsUser, group fsGroup (setgid directory)");
+    n.wait_field("pod", "two", "/status/containerStatuses/1/ready", "true");
+    assert!(n.ok(&["get", "pod", "two"]).contains("2/2     Running"));
+}
+
+#[test]
+fn a_replacement_pod_sees_the_data_of_the_pod_it_replaces_and_a_claim_grows_under_a_writer() {
+    let (mut n, docker) = docker_node();
+    n.apply(&format!("{CLASS}---\n{}", claim("state", "16Mi", "ReadWriteOnce", "fast", "")));
+    let volumes = "  - {name: data, persistentVolumeClaim: {claimName: state}}\n";
+    let writer = (
+        "main",
+        "echo generation-1 > /data/state; while true; do df -kP /data | tail -1 >> /data/df; sleep 0.2; done",
+        "{name: data, mountPath: /data}",
+    );
+    n.apply(&busybox_pod("a", "Always", "", &[writer], volumes));
+    let data = n.mount_of("a", "main", "/data");
+    n.wait("the first df line", || read(&data.join("df")).lines().count() >= 1);
+    assert!(
+        read(&data.join("df")).lines().last().unwrap().split_whitespace().nth(1) == Some("16384"),
+        "{}",
+        read(&data.join("df"))
+    );
+
+    // The container's df grows without a restart.
+    n.apply(&claim("state", "64Mi", "ReadWriteOnce", "fast", ""));
+    n.wait("df in the container to show 64 MiB", || {
+        read(&data.join("df")).lines().last().and_then(|l| l.split_whitespace().nth(1).map(String::from))
+            == Some("65536".into())
+    });
+    let restarts = n.json("pod", "a").and_then(|p| p.pointer("/status/containerStatuses/0/restartCount")?.as_i64());
+    assert_eq!(restarts, Some(0));
+
+    // kill -9 of mountd: the running container keeps its mount, and mountd carries on after.
+    n.m.kill();
+    let lines = read(&data.join("df")).lines().count();
+    n.wait("the container to keep writing with mountd down", || read(&data.join("df")).lines().count() > lines + 2);
+    n.m.restart();
+
+    // Deployment-style replacement: a goes, b (same claim) reads what a wrote.
+    n.ok(&["delete", "pod", "a"]);
+    assert!(docker.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim().is_empty(), "the pod's containers are removed");
+    let reader = ("main", "cat /data/state > /data/seen-by-b; sleep 600", "{name: data, mountPath: /data}");
+    n.apply(&busybox_pod("b", "Always", "", &[reader], volumes));
+    let data_b = n.mount_of("b", "main", "/data");
+    n.wait("b to read a's data", || read(&data_b.join("seen-by-b")) == "generation-1\n");
+}
