@@ -69,7 +69,15 @@ impl Node {
     }
 
     fn wait_field(&self, kind: &str, name: &str, pointer: &str, value: &str) {
-        self.wait(&format!("{kind} {name} {pointer} = {value}"), || self.field(kind, name, pointer) == value);
+        let start = Instant::now();
+        while self.field(kind, name, pointer) != value {
+            if start.elapsed() > WAIT {
+                let described = self.run(&["describe", kind, name], None).1;
+                let claims = self.run(&["get", "pvc", "-A"], None).1;
+                panic!("waited {WAIT:?} for {kind} {name} {pointer} = {value}\n{described}\n{claims}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The host path of `container`'s mount at `mount_path` in pod `pod`.
@@ -655,4 +663,54 @@ fn a_replacement_pod_sees_the_data_of_the_pod_it_replaces_and_a_claim_grows_unde
     n.apply(&busybox_pod("b", "Always", "", &[reader], volumes));
     let data_b = n.mount_of("b", "main", "/data");
     n.wait("b to read a's data", || read(&data_b.join("seen-by-b")) == "generation-1\n");
+}
+
+#[test]
+fn host_path_volumes_check_their_type_and_make_what_or_create_asks_for() {
+    let n = Node::start();
+    let base = n.m.pool.root().join("host");
+    std::fs::create_dir(&base).unwrap();
+    let host_pod = |name: &str, path: &std::path::Path, kind: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers: [{{name: main, image: busybox:local, volumeMounts: [{{name: h, mountPath: /h}}]}}]\n  volumes: [{{name: h, hostPath: {{path: {}, type: {kind}}}}}]\n", path.display())
+    };
+    n.apply(&host_pod("made", &base.join("new-dir"), "DirectoryOrCreate"));
+    assert_eq!(n.mount_of("made", "main", "/h"), base.join("new-dir"));
+    assert!(base.join("new-dir").is_dir());
+    n.apply(&host_pod("file", &base.join("new-file"), "FileOrCreate"));
+    n.mount_of("file", "main", "/h");
+    assert!(base.join("new-file").is_file());
+    n.apply(&host_pod("wrong", &base.join("new-dir"), "File"));
+    n.wait(&"FailedMount", || n.reasons("pod", "wrong").contains(&"FailedMount".to_string()));
+    let describe = n.ok(&["describe", "pod", "wrong"]);
+    assert!(
+        describe.contains(&format!("hostPath type check failed: {} is not a file", base.join("new-dir").display())),
+        "{describe}"
+    );
+    // Deleting a pod never removes what its hostPath names.
+    n.ok(&["delete", "pod", "made"]);
+    assert!(base.join("new-dir").is_dir());
+}
+
+#[test]
+fn a_pre_provisioned_snapshot_content_binds_to_the_snapshot_it_names_and_restores() {
+    let n = Node::start();
+    n.m.pool.create_volume("legacy", Some("16Mi"));
+    let legacy = n.m.pool.mount("legacy", common::MountOpts::default());
+    std::fs::write(legacy.join("f"), "at the cut").unwrap();
+    n.m.pool.ok(&["snapshot", "create", "legacy", "before"]);
+    std::fs::write(legacy.join("f"), "later").unwrap();
+    legacy.unmount();
+    n.apply(CLASS);
+    let content = "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotContent\nmetadata: {name: imported}\nspec:\n  deletionPolicy: Retain\n  driver: csi.volfs.io\n  source: {snapshotHandle: legacy@before}\n  volumeSnapshotRef: {name: old, namespace: default}\n";
+    let snapshot = "apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata: {name: old}\nspec: {source: {volumeSnapshotContentName: imported}}\n";
+    n.apply(&format!("{content}---\n{snapshot}"));
+    n.wait_field("vs", "old", "/status/readyToUse", "true");
+    assert_eq!(n.field("vs", "old", "/status/boundVolumeSnapshotContentName"), "imported");
+    let restore = "  dataSource: {apiGroup: snapshot.storage.k8s.io, kind: VolumeSnapshot, name: old}\n";
+    n.apply(&format!("{}---\n{}", claim("back", "16Mi", "ReadWriteOnce", "fast", restore), pod("p", "back", "")));
+    assert_eq!(std::fs::read_to_string(n.mount_of("p", "main", "/data").join("f")).unwrap(), "at the cut");
+    // Retain: deleting the snapshot keeps the content and the data-plane snapshot.
+    n.ok(&["delete", "vs", "old"]);
+    assert!(n.json("vsc", "imported").is_some());
+    assert!(n.m.pool.ok(&["snapshot", "list", "legacy"]).contains("before"));
 }

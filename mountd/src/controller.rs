@@ -183,13 +183,14 @@ impl Controller {
         match &source.r#type {
             Some(SourceType::Snapshot(SnapshotSource { snapshot_id })) => {
                 let id = validate::id("volume_content_source.snapshot.snapshot_id", snapshot_id)?;
-                let snapshot = self
-                    .driver
-                    .records
-                    .get::<SnapshotRecord>(id)?
-                    .filter(|s| s.state == State::Ready)
-                    .ok_or_else(|| Error::NotFound(format!("snapshot {id} does not exist")))?;
-                too_small(&format!("snapshot {id}"), snapshot.size_bytes)?;
+                let recorded = self.driver.records.get::<SnapshotRecord>(id)?.filter(|s| s.state == State::Ready);
+                let needs = match recorded {
+                    Some(snapshot) => snapshot.size_bytes,
+                    // A snapshot the data plane cut without mountd, as a pre-provisioned
+                    // VolumeSnapshotContent names one (like a static PV names a volume).
+                    None => self.unrecorded_snapshot(id).await?.size_bytes,
+                };
+                too_small(&format!("snapshot {id}"), needs)?;
                 Ok(Some(Origin::Snapshot(id.to_string())))
             }
             Some(SourceType::Volume(VolumeSource { volume_id })) => {
@@ -200,6 +201,18 @@ impl Controller {
             }
             None => Err(Error::InvalidArgument("volume_content_source names neither a snapshot nor a volume".into())),
         }
+    }
+
+    /// A data-plane snapshot `VOLUME@SNAP` that mountd has no record of.
+    async fn unrecorded_snapshot(&self, id: &str) -> Result<volfs_api::SnapshotInfo> {
+        let missing = || Error::NotFound(format!("snapshot {id} does not exist"));
+        let wanted = volfs_api::SnapshotRef::parse(id).map_err(|_| missing())?;
+        let listed = match self.driver.data.client().list_snapshots(Some(&wanted.volume)).await {
+            Ok(list) => list,
+            Err(e) if e.kind == volfs_api::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(e.into()),
+        };
+        listed.into_iter().find(|s| s.name == id).ok_or_else(missing)
     }
 
     async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse> {

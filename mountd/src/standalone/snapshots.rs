@@ -51,7 +51,9 @@ pub fn ready_handle(world: &World, namespace: &str, name: &str) -> Result<String
         .as_deref()
         .and_then(|c| world.snapshot_contents.iter().find(|x| name_of(&x.metadata) == c));
     content
-        .and_then(|c| c.status.as_ref()?.snapshot_handle.clone().or(c.spec.source.snapshot_handle.clone()))
+        .and_then(|c| {
+            c.status.as_ref().and_then(|s| s.snapshot_handle.clone()).or_else(|| c.spec.source.snapshot_handle.clone())
+        })
         .ok_or_else(|| format!("volumesnapshot {name:?} has no bound content"))
 }
 
