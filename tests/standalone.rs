@@ -680,7 +680,7 @@ fn host_path_volumes_check_their_type_and_make_what_or_create_asks_for() {
     n.mount_of("file", "main", "/h");
     assert!(base.join("new-file").is_file());
     n.apply(&host_pod("wrong", &base.join("new-dir"), "File"));
-    n.wait(&"FailedMount", || n.reasons("pod", "wrong").contains(&"FailedMount".to_string()));
+    n.wait("FailedMount", || n.reasons("pod", "wrong").contains(&"FailedMount".to_string()));
     let describe = n.ok(&["describe", "pod", "wrong"]);
     assert!(
         describe.contains(&format!("hostPath type check failed: {} is not a file", base.join("new-dir").display())),
