@@ -1,6 +1,7 @@
 //! Exact space accounting. A volume's usage is the bytes of the data blocks its files have
 //! allocated in the pool's filesystem: holes cost nothing, preallocated (fallocate) blocks
-//! count. The blocks a file holds are read from the filesystem itself (FIEMAP), so usage
+//! count. The blocks a file holds are read from the filesystem itself (FIEMAP; on a
+//! filesystem without it, such as the tmpfs of memory volumes, SEEK_DATA/SEEK_HOLE), so usage
 //! follows what the disk really holds, and a write that would take a volume past its capacity
 //! is cut at the last block that still fits.
 
@@ -58,7 +59,11 @@ pub fn allocated_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<Ran
         // SAFETY: FS_IOC_FIEMAP reads the header and fills at most extent_count extents of
         // the buffer it is given, which is this struct.
         if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) } != 0 {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) && out.is_empty() {
+                return data_ranges(file, start, end);
+            }
+            return Err(e);
         }
         let extents = &map.extents[..map.mapped_extents as usize];
         for e in extents {
@@ -76,6 +81,36 @@ pub fn allocated_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<Ran
             }
             _ => break,
         }
+    }
+    Ok(out)
+}
+
+/// The ranges that hold data, from SEEK_DATA/SEEK_HOLE: for filesystems without FIEMAP.
+fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<Range>> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut from = start;
+    while from < end {
+        // SAFETY: lseek on an open descriptor; it moves only this open file's offset, which
+        // the data files are never read through (all I/O is positioned).
+        let data = unsafe { libc::lseek(fd, from as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (s, t) = ((data as u64).max(start), (hole as u64).min(end));
+        if s < t {
+            out.push((s, t));
+        }
+        from = hole as u64;
     }
     Ok(out)
 }
@@ -145,6 +180,25 @@ mod tests {
         assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, (10 * B) as i64, (2 * B) as i64) }, 0);
         assert_eq!(allocated_total(&f).unwrap(), 3 * B);
         assert_eq!(allocated(&f, 4 * B, 11 * B).unwrap(), B);
+    }
+
+    #[test]
+    fn filesystems_without_fiemap_count_the_ranges_that_hold_data() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir_in("/dev/shm").expect("/dev/shm, a tmpfs: a filesystem without FIEMAP");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.write_at(&[1; 4096], 0).unwrap();
+        file.write_at(&[2; 8192], 1 << 20).unwrap();
+        file.set_len(4 << 20).unwrap();
+        assert_eq!(data_ranges(&file, 0, 4 << 20).unwrap(), vec![(0, 4096), (1 << 20, (1 << 20) + 8192)]);
+        assert_eq!(allocated_ranges(&file, 0, 4 << 20).unwrap(), data_ranges(&file, 0, 4 << 20).unwrap());
+        assert_eq!(allocated(&file, 2048, (1 << 20) + 4096).unwrap(), 2048 + 4096);
     }
 
     #[test]

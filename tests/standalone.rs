@@ -714,3 +714,37 @@ fn a_pre_provisioned_snapshot_content_binds_to_the_snapshot_it_names_and_restore
     assert!(n.json("vsc", "imported").is_some());
     assert!(n.m.pool.ok(&["snapshot", "list", "legacy"]).contains("before"));
 }
+
+#[test]
+fn a_memory_empty_dir_lives_on_a_tmpfs_with_its_size_limit_hard_and_subpaths_shared() {
+    let n = Node::start();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: mem}\nspec:\n  containers:\n  - name: a\n    image: busybox:local\n    volumeMounts: [{name: cache, mountPath: /cache}]\n  - name: b\n    image: busybox:local\n    volumeMounts: [{name: cache, mountPath: /part, subPath: part}]\n  volumes:\n  - name: cache\n    emptyDir: {medium: Memory, sizeLimit: 4Mi}\n";
+    n.apply(pod);
+    let whole = n.mount_of("mem", "a", "/cache");
+    let part = n.mount_of("mem", "b", "/part");
+    std::fs::write(part.join("f"), "in memory").unwrap();
+    assert_eq!(std::fs::read_to_string(whole.join("part/f")).unwrap(), "in memory");
+    let (frsize, blocks) = nix_statvfs(&whole);
+    assert_eq!(frsize * blocks, 4 << 20);
+    let err = std::fs::write(whole.join("big"), vec![1u8; 5 << 20]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    // The pool it lives in is a tmpfs mountd mounted in its state dir.
+    let memory = n.m.state_dir.join("memory");
+    let c = common::cpath(&memory);
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C path and an out-pointer to a zeroed statfs.
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    assert_eq!(st.f_type as i64, 0x0102_1994, "TMPFS_MAGIC");
+    let volumes = || {
+        let out = std::process::Command::new(common::VOLFS)
+            .arg("--pool")
+            .arg(memory.join("pool"))
+            .args(["volume", "list", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("volume list --json")
+    };
+    assert_eq!(volumes().len(), 1);
+    n.ok(&["delete", "pod", "mem"]);
+    assert!(volumes().is_empty(), "the memory volume goes with its pod");
+}

@@ -75,7 +75,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             state_dir: config.state_dir.clone(),
             runtime: false,
         };
-        let engine = Arc::new(Engine::new(store, driver.clone(), info, config.runtime.clone()));
+        let memory = crate::standalone::memory::MemoryPool::new(&config.state_dir, config.volfs_bin.clone());
+        let engine = Arc::new(Engine::new(store, driver.clone(), info, config.runtime.clone(), memory));
         let api_socket = crate::standalone::api::socket_path(&config.state_dir);
         let api = bind(&api_socket)?;
         tokio::spawn(crate::standalone::api::serve(engine.clone(), api));

@@ -151,6 +151,11 @@ impl Drop for Mountd {
                 let _ = child.wait();
             }
         }
+        // The memory pool's data plane (emptyDir medium Memory), when mountd started one.
+        let memory_pool = self.state_dir.join("memory/pool");
+        if memory_pool.join("volfs.sock").exists() {
+            let _ = Command::new(VOLFS).arg("--pool").arg(&memory_pool).arg("shutdown").output();
+        }
         if std::thread::panicking() {
             eprintln!("---- mountd log ----\n{}", self.log());
         }

@@ -38,6 +38,7 @@ pub struct Engine {
     pub(super) node: crate::node::Node,
     pub(super) info: NodeInfo,
     pub(super) runtime: Option<super::runtime::Docker>,
+    pub(super) memory: super::memory::MemoryPool,
     /// API writes and reconcile passes take turns.
     turn: Mutex<()>,
     wake: Notify,
@@ -59,10 +60,12 @@ impl Engine {
         driver: Arc<Driver>,
         mut info: NodeInfo,
         runtime: Option<super::runtime::Docker>,
+        memory: super::memory::MemoryPool,
     ) -> Engine {
         info.runtime = runtime.is_some();
         Engine {
             runtime,
+            memory,
             store,
             controller: crate::controller::Controller::new(driver.clone()),
             node: crate::node::Node::new(driver.clone()),

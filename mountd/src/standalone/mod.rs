@@ -8,6 +8,7 @@ pub mod api;
 pub mod binder;
 pub mod cli;
 pub mod engine;
+pub mod memory;
 pub mod object;
 pub mod pods;
 pub mod print;

@@ -57,6 +57,8 @@ pub enum MountSource {
     Claim { claim: String, pv: String, volume_id: String, mode: String, subpath: Option<String> },
     /// An emptyDir: an inline volume of the pod, deleted with it.
     EmptyDir { volume_id: String, size: Option<u64>, subpath: Option<String> },
+    /// An emptyDir of medium Memory: a volume of the memory pool, deleted with the pod.
+    MemoryDir { volume_id: String, size: Option<u64>, subpath: Option<String> },
     /// configMap, secret, downwardAPI, projected: a projected tree.
     Projected { subpath: Option<String> },
     /// A directory of the node, checked by type.
@@ -331,11 +333,13 @@ fn plan_mounts(world: &World, pod: &Pod, state_dir: &Path) -> Result<Vec<PodMoun
                 let pv = world.volume(&pv_name).ok_or_else(|| format!("persistentvolume {pv_name:?} not found"))?;
                 claim_source(&c.claim_name, pv, subpath)?
             } else if let Some(e) = &volume.empty_dir {
-                if e.medium.as_deref() == Some("Memory") {
-                    return Err(format!("MountVolume.SetUp failed for volume {:?} : emptyDir medium Memory is not served by volfs; use the default medium (sizeLimit is a hard limit there)", m.name));
-                }
                 let size = e.size_limit.as_ref().map(|q| volfs_api::quantity::parse_size(&q.0)).transpose()?;
-                MountSource::EmptyDir { volume_id: format!("emptydir-{uid}-{}", m.name), size, subpath }
+                let volume_id = format!("emptydir-{uid}-{}", m.name);
+                if e.medium.as_deref() == Some("Memory") {
+                    MountSource::MemoryDir { volume_id, size, subpath }
+                } else {
+                    MountSource::EmptyDir { volume_id, size, subpath }
+                }
             } else if let Some(h) = &volume.host_path {
                 let path = match &subpath {
                     Some(s) => Path::new(&h.path).join(s),
@@ -706,6 +710,21 @@ async fn mount_one(
             };
             engine.node.node_publish_volume(tonic::Request::new(req)).await.map_err(rpc)?;
         }
+        MountSource::MemoryDir { volume_id, size, subpath } => {
+            let client = engine.memory.ready().await?;
+            client.create_volume(volume_id, *size, None).await.map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&target).map_err(|e| format!("making {}: {e}", target.display()))?;
+            let request = Request::Mount {
+                volume: volume_id.clone(),
+                snapshot: None,
+                mountpoint: target.clone(),
+                read_only: m.read_only,
+                passthrough: true,
+                subpath: subpath.clone(),
+                create: subpath.is_some(),
+            };
+            client.mount(request).await.map_err(|e| e.to_string())?;
+        }
         MountSource::Projected { subpath } => {
             let volume = pod
                 .spec
@@ -951,10 +970,10 @@ async fn teardown(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Wri
                 };
                 engine.node.node_unpublish_volume(tonic::Request::new(req)).await.map(|_| ()).map_err(rpc)
             }
-            MountSource::Projected { .. } => match engine.driver.data.client().umount(&target).await {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind == volfs_api::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e.to_string()),
+            MountSource::Projected { .. } => not_found_is_done(engine.driver.data.client().umount(&target).await),
+            MountSource::MemoryDir { .. } => match engine.memory.running().await {
+                Some(client) => not_found_is_done(client.umount(&target).await),
+                None => Ok(()),
             },
             MountSource::HostPath => Ok(()),
         };
@@ -969,11 +988,37 @@ async fn teardown(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Wri
     if result.is_ok() {
         result = detach_unused(engine, world, &pod, &mounts).await;
     }
+    if result.is_ok() {
+        result = delete_memory_dirs(engine, &mounts).await;
+    }
     if let Err(message) = result {
         return vec![event_write(&object, true, "FailedUnmount", message, "kubelet", now)];
     }
     let _ = std::fs::remove_dir_all(engine.driver.state_dir.join(pod_dir(&uid)));
     vec![Write::Remove(object.key())]
+}
+
+fn not_found_is_done(r: Result<(), volfs_api::ApiError>) -> Result<(), String> {
+    match r {
+        Err(e) if e.kind != volfs_api::ErrorKind::NotFound => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// The pod's memory emptyDirs, once none of its mounts shows them.
+async fn delete_memory_dirs(engine: &Engine, mounts: &[PodMount]) -> Result<(), String> {
+    let ids: BTreeSet<&String> = mounts
+        .iter()
+        .filter_map(|m| match &m.source {
+            MountSource::MemoryDir { volume_id, .. } => Some(volume_id),
+            _ => None,
+        })
+        .collect();
+    let Some(client) = engine.memory.running().await.filter(|_| !ids.is_empty()) else { return Ok(()) };
+    for id in ids {
+        not_found_is_done(client.delete_volume(id).await)?;
+    }
+    Ok(())
 }
 
 /// NodeUnstage and ControllerUnpublish of the claims of `pod` that no other pod on the node has.

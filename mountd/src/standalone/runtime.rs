@@ -252,7 +252,8 @@ pub fn set_volume_ownership(root: &Path, fs_group: u32) -> std::io::Result<()> {
 
 /// Whether a mount is a writable volume the fsGroup pass applies to.
 pub fn owned_by_fs_group(m: &PodMount) -> bool {
-    matches!(m.source, MountSource::Claim { .. } | MountSource::EmptyDir { .. }) && !m.read_only
+    matches!(m.source, MountSource::Claim { .. } | MountSource::EmptyDir { .. } | MountSource::MemoryDir { .. })
+        && !m.read_only
 }
 
 #[cfg(test)]

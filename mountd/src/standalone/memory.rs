@@ -1,0 +1,82 @@
+//! emptyDir `medium: Memory`: volumes of a second pool kept on a tmpfs that mountd mounts in
+//! its state dir (`STATE_DIR/memory`, 0700, `noswap` where the kernel has it), served by a data
+//! plane of its own. Its volumes are views, capacities (`sizeLimit` is a hard limit) and
+//! subPaths like any other, and their bytes are in memory only: gone with the node's memory.
+
+use std::path::{Path, PathBuf};
+
+use volfs_api::Client;
+
+use crate::dataplane::DataPlane;
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+pub struct MemoryPool {
+    dir: PathBuf,
+    data: DataPlane,
+    /// Whether a data plane may be started (a service manager may run the disk one only).
+    startable: bool,
+}
+
+impl MemoryPool {
+    pub fn new(state_dir: &Path, volfs: Option<PathBuf>) -> MemoryPool {
+        let dir = state_dir.join("memory");
+        let startable = volfs.is_some();
+        let data = DataPlane::new(dir.join("pool"), None, volfs, state_dir.join("volfs-memory.log"));
+        MemoryPool { dir, data, startable }
+    }
+
+    /// The memory pool's data plane, its tmpfs mounted and the daemon started when needed.
+    pub async fn ready(&self) -> Result<&Client, String> {
+        if !self.startable {
+            return Err(
+                "emptyDir medium Memory needs a data plane mountd may start (it runs with --external-data-plane)"
+                    .into(),
+            );
+        }
+        self.mount_tmpfs()?;
+        self.data.ensure_running().await.map_err(|e| format!("the memory pool's data plane: {e}"))?;
+        Ok(self.data.client())
+    }
+
+    /// The memory pool's data plane if it runs, for teardown (nothing to undo otherwise).
+    pub async fn running(&self) -> Option<&Client> {
+        self.data.client().ping().await.ok().map(|_| self.data.client())
+    }
+
+    fn mount_tmpfs(&self) -> Result<(), String> {
+        if is_tmpfs(&self.dir) {
+            return Ok(());
+        }
+        crate::serve::private_dir(&self.dir).map_err(|e| e.to_string())?;
+        let target = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+        let mount = |options: &str| {
+            let data = std::ffi::CString::new(options).expect("no NUL");
+            // SAFETY: valid C strings; a plain mount(2) of a new tmpfs.
+            unsafe {
+                libc::mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_ptr().cast(),
+                )
+            }
+        };
+        // noswap (Linux 6.4+): memory volumes never reach a swap device.
+        if mount("mode=0700,noswap") != 0 && mount("mode=0700") != 0 {
+            return Err(format!("mounting a tmpfs at {}: {}", self.dir.display(), std::io::Error::last_os_error()));
+        }
+        tracing::info!(dir = %self.dir.display(), "mounted the memory pool's tmpfs");
+        Ok(())
+    }
+}
+
+pub fn is_tmpfs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: a valid C string and a zeroed out-struct the call fills.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC
+    }
+}
