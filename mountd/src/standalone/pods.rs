@@ -588,7 +588,7 @@ async fn setup(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Write>
     }
     let mut new = pod.clone();
     if let Some(docker) = &engine.runtime {
-        if let Err(e) = docker.start(&pod, &mounts).await {
+        if let Err(e) = docker.start(&pod, &mounts, &world.config_maps).await {
             writes.push(event_write(&object, true, "Failed", format!("Error: {e}"), "kubelet", now));
             return writes;
         }

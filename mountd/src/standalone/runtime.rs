@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    Pod,
+    ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, EnvVar, Pod,
 };
 
 use super::pods::{MountSource, PodMount};
@@ -53,7 +53,7 @@ impl Docker {
     }
 
     /// Starts every container of the pod that is not there yet.
-    pub async fn start(&self, pod: &Pod, mounts: &[PodMount]) -> Result<(), String> {
+    pub async fn start(&self, pod: &Pod, mounts: &[PodMount], config_maps: &[ConfigMap]) -> Result<(), String> {
         let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
         let existing = self.containers_of(pod).await?;
         for container in &spec.containers {
@@ -61,7 +61,7 @@ impl Docker {
             if existing.contains_key(&name) {
                 continue;
             }
-            let args = run_args(pod, container, &name, mounts)?;
+            let args = run_args(pod, container, &name, mounts, config_maps)?;
             self.run(&args).await?;
             tracing::info!(pod = %pod.metadata.name.as_deref().unwrap_or(""), container = %container.name, "started container");
         }
@@ -162,7 +162,13 @@ impl Docker {
 }
 
 /// `docker run` for one container.
-fn run_args(pod: &Pod, container: &Container, name: &str, mounts: &[PodMount]) -> Result<Vec<String>, String> {
+fn run_args(
+    pod: &Pod,
+    container: &Container,
+    name: &str,
+    mounts: &[PodMount],
+    config_maps: &[ConfigMap],
+) -> Result<Vec<String>, String> {
     let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
     let image = container
         .image
@@ -200,13 +206,9 @@ fn run_args(pod: &Pod, container: &Container, name: &str, mounts: &[PodMount]) -
         args.extend(["--workdir".into(), dir.clone()]);
     }
     for env in container.env.iter().flatten() {
-        if env.value_from.is_some() {
-            return Err(format!(
-                "container {:?}: env {:?} uses valueFrom, which standalone mode does not resolve; give a value",
-                container.name, env.name
-            ));
+        if let Some(value) = env_value(pod, container, env, config_maps)? {
+            args.extend(["--env".into(), format!("{}={value}", env.name)]);
         }
-        args.extend(["--env".into(), format!("{}={}", env.name, env.value.clone().unwrap_or_default())]);
     }
     for m in mounts.iter().filter(|m| m.container == container.name) {
         let mut bind = format!("type=bind,source={},target={}", m.host_path.display(), m.mount_path);
@@ -223,6 +225,54 @@ fn run_args(pod: &Pod, container: &Container, name: &str, mounts: &[PodMount]) -
     args.extend(command.into_iter().skip(1));
     args.extend(container.args.clone().unwrap_or_default());
     Ok(args)
+}
+
+/// An env var's value as the kubelet resolves it: a literal, a configMap key, or a field of
+/// the pod. `None`: an optional source that is missing (the var is left out).
+fn env_value(
+    pod: &Pod,
+    container: &Container,
+    env: &EnvVar,
+    config_maps: &[ConfigMap],
+) -> Result<Option<String>, String> {
+    let Some(from) = &env.value_from else { return Ok(Some(env.value.clone().unwrap_or_default())) };
+    let what = format!("container {:?}: env {:?}", container.name, env.name);
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(r) = &from.config_map_key_ref {
+        let optional = r.optional.unwrap_or(false);
+        let Some(map) = config_maps.iter().find(|c| {
+            c.metadata.namespace.as_deref() == Some(ns) && c.metadata.name.as_deref() == Some(r.name.as_str())
+        }) else {
+            return if optional { Ok(None) } else { Err(format!("{what}: configmap {:?} not found", r.name)) };
+        };
+        return match map.data.as_ref().and_then(|d| d.get(&r.key)) {
+            Some(v) => Ok(Some(v.clone())),
+            None if optional => Ok(None),
+            None => Err(format!("{what}: couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)),
+        };
+    }
+    if let Some(r) = &from.field_ref {
+        let meta = &pod.metadata;
+        let pick = |map: &Option<BTreeMap<String, String>>, key: &str| {
+            map.as_ref().and_then(|m| m.get(key).cloned()).unwrap_or_default()
+        };
+        let path = r.field_path.as_str();
+        let value = match path {
+            "metadata.name" => meta.name.clone().unwrap_or_default(),
+            "metadata.namespace" => ns.to_string(),
+            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "spec.nodeName" => pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default(),
+            "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+            p if p.starts_with("metadata.labels['") && p.ends_with("']") => pick(&meta.labels, &p[17..p.len() - 2]),
+            p if p.starts_with("metadata.annotations['") && p.ends_with("']") => pick(&meta.annotations, &p[22..p.len() - 2]),
+            other => return Err(format!("{what}: fieldRef {other:?} is not served (metadata.name, metadata.namespace, metadata.uid, metadata.labels['K'], metadata.annotations['K'], spec.nodeName, spec.serviceAccountName)")),
+        };
+        return Ok(Some(value));
+    }
+    if from.secret_key_ref.is_some() {
+        return Err(format!("{what}: a Secret as an env var would be written to disk in Docker's container config; mount the secret as a volume instead"));
+    }
+    Err(format!("{what}: valueFrom resourceFieldRef is not served; give a value"))
 }
 
 /// The kubelet's fsGroup pass over a writable volume: group-owned by fsGroup, group
@@ -265,7 +315,7 @@ mod tests {
         let text = r#"
 apiVersion: v1
 kind: Pod
-metadata: {name: app, namespace: default, uid: u1}
+metadata: {name: app, namespace: default, uid: u1, labels: {tier: web}}
 spec:
   restartPolicy: OnFailure
   securityContext: {runAsUser: 1000, fsGroup: 2000}
@@ -275,7 +325,12 @@ spec:
     command: [sh, -c]
     args: ["echo hi > /data/x"]
     workingDir: /data
-    env: [{name: A, value: "1"}]
+    env:
+    - {name: A, value: "1"}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: TIER, valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}}
+    - {name: LEVEL, valueFrom: {configMapKeyRef: {name: conf, key: level}}}
+    - {name: MAYBE, valueFrom: {configMapKeyRef: {name: absent, key: k, optional: true}}}
     volumeMounts: [{name: d, mountPath: /data}]
   volumes: [{name: d, emptyDir: {}}]
 "#;
@@ -293,12 +348,21 @@ spec:
             source: MountSource::EmptyDir { volume_id: "v".into(), size: None, subpath: None },
         }];
         let container = &pod.spec.as_ref().unwrap().containers[0];
-        let args = run_args(&pod, container, "k8s_main_app_default_u1_0", &mounts).unwrap().join(" ");
+        let conf =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: conf, namespace: default}\ndata: {level: debug}\n";
+        let Ok(super::super::object::Object::ConfigMap(conf)) =
+            super::super::object::parse_manifests(conf, "-").map(|mut v| v.remove(0))
+        else {
+            panic!()
+        };
+        let args = run_args(&pod, container, "k8s_main_app_default_u1_0", &mounts, &[conf]).unwrap().join(" ");
         assert_eq!(
             args,
             "run -d --network none --restart on-failure --name k8s_main_app_default_u1_0 --label io.kubernetes.pod.uid=u1 \
-             --user 1000 --group-add 2000 --workdir /data --env A=1 \
+             --user 1000 --group-add 2000 --workdir /data --env A=1 --env POD=app --env TIER=web --env LEVEL=debug \
              --mount type=bind,source=/state/pods/u1/volumes/d/main/0,target=/data,readonly --entrypoint sh busybox:local -c echo hi > /data/x"
         );
+        let err = run_args(&pod, container, "n", &mounts, &[]).unwrap_err();
+        assert!(err.contains("configmap \"conf\" not found") && err.contains("env \"LEVEL\""), "{err}");
     }
 }
