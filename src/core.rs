@@ -412,9 +412,9 @@ impl Core {
         Ok((self.attr_of(ino, &inode)?, file))
     }
 
-    /// Resolves `path`, relative to the directory `root`, to a directory without ever following
-    /// a symbolic link: a symlink anywhere on the way is an error naming it, as are an absolute
-    /// path and any `..`. With `create`, missing directories are made with `root`'s mode (the
+    /// Resolves `path`, relative to the directory `root`, to a directory (or, as its last
+    /// component, a regular file) without ever following a symbolic link: a symlink anywhere
+    /// on the way is an error naming it, as are an absolute path and any `..`. With `create`, missing directories are made with `root`'s mode (the
     /// kubelet's rule for subPath), owned by root.
     pub fn resolve_subpath(&self, root: Ino, path: &str, create: bool) -> Result<Ino> {
         if path.starts_with('/') {
@@ -442,12 +442,18 @@ impl Core {
                 }
                 None => return Err(Error::NotFound(format!("subpath {so_far:?} does not exist"))),
             };
+            let last = i + 1 == parts.len();
             match entry.kind {
                 Kind::Dir => cur = entry.ino,
+                // A view of one file, as a pod's subPath may name one.
+                Kind::File if last => cur = entry.ino,
                 Kind::Symlink => {
                     return Err(Error::Invalid(format!(
                         "subpath {so_far:?} is a symbolic link; links are not followed"
                     )))
+                }
+                _ if last => {
+                    return Err(Error::Invalid(format!("subpath {so_far:?} is neither a directory nor a regular file")))
                 }
                 _ => return Err(Error::NotDir(format!("subpath {so_far:?} is not a directory"))),
             }

@@ -329,10 +329,18 @@ impl Service {
             self.free_mountpoint(&mounts, &at)?;
             self.claim(&at, &volume.name)?
         };
-        let root = self.pool.core().resolve_subpath(volume.root, subpath, create).map_err(|e| {
-            let kind = e.api_kind();
-            ApiError::new(kind, format!("volume {}: {}", volume.name, e))
-        })?;
+        let in_volume = |e: crate::error::Error| ApiError::new(e.api_kind(), format!("volume {}: {}", volume.name, e));
+        let root = self.pool.core().resolve_subpath(volume.root, subpath, create).map_err(in_volume)?;
+        // A view of a file goes on a regular file, a view of a directory on a directory.
+        let file_view = self.pool.core().getattr(root).map_err(in_volume)?.kind == Kind::File;
+        if file_view != at.is_file() {
+            let (view, needs) = if file_view { ("a file", "a regular file") } else { ("a directory", "a directory") };
+            return Err(ApiError::invalid(format!(
+                "mountpoint {} is not {needs}: volume {} at subpath {shown:?} is {view}",
+                at.display(),
+                volume.name
+            )));
+        }
         let read_only = options.read_only;
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let fs = VolumeFs::new(self.pool.clone(), volume.clone(), root, options, self.coherence.clone(), session_id);
@@ -446,10 +454,11 @@ impl Service {
     }
 }
 
+/// An existing directory or regular file (for a view of one file) to mount on.
 fn check_mountpoint(path: &Path) -> Result<PathBuf, ApiError> {
     let at = std::fs::canonicalize(path)
         .map_err(|_| ApiError::not_found(format!("mountpoint {} does not exist", path.display())))?;
-    if !at.is_dir() {
+    if !at.is_dir() && !at.is_file() {
         return Err(ApiError::invalid(format!("mountpoint {} is not a directory", path.display())));
     }
     Ok(at)

@@ -55,8 +55,9 @@ enum Command {
         /// Serve file I/O in the daemon instead of letting the kernel pass it to the data files.
         #[arg(long)]
         no_passthrough: bool,
-        /// Show only this directory of the volume (a subPath view); symlinks are never followed.
-        #[arg(long, value_name = "DIR")]
+        /// Show only this directory (or regular file, mounted on a file) of the volume: a subPath
+        /// view; symlinks are never followed.
+        #[arg(long, value_name = "PATH")]
         subpath: Option<String>,
         /// Make the subpath's missing directories, with the volume root's mode.
         #[arg(long, requires = "subpath")]
@@ -234,7 +235,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Mount { volume, mountpoint, read_only, no_passthrough, subpath, create } => {
             let mountpoint = std::path::absolute(&mountpoint)?;
-            if !mountpoint.is_dir() {
+            // A directory, or a regular file for a subPath naming one file (the daemon checks
+            // that the kinds match).
+            let file_view = subpath.is_some() && mountpoint.is_file();
+            if !mountpoint.is_dir() && !file_view {
                 let what = if mountpoint.exists() { "is not a directory" } else { "does not exist" };
                 bail!("mountpoint {} {what}", mountpoint.display());
             }

@@ -115,6 +115,26 @@ fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<Range>> {
     Ok(out)
 }
 
+/// Whether the filesystem maps `file`'s extents (FIEMAP), so that preallocated blocks can be
+/// counted; tmpfs cannot, and shows only written pages.
+pub fn maps_extents(file: &File) -> io::Result<bool> {
+    let mut map = Fiemap {
+        start: 0,
+        length: u64::MAX >> 1,
+        flags: 0,
+        mapped_extents: 0,
+        extent_count: 0,
+        reserved: 0,
+        extents: [FiemapExtent::default(); EXTENTS_PER_CALL],
+    };
+    // SAFETY: with extent_count 0 the call only counts extents into the header.
+    if unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) } != 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::EOPNOTSUPP) { Ok(false) } else { Err(e) };
+    }
+    Ok(true)
+}
+
 /// Bytes of allocated blocks `file` holds in `[start, end)`.
 pub fn allocated(file: &File, start: u64, end: u64) -> io::Result<u64> {
     Ok(allocated_ranges(file, start, end)?.iter().map(|(s, e)| e - s).sum())
@@ -199,6 +219,9 @@ mod tests {
         assert_eq!(data_ranges(&file, 0, 4 << 20).unwrap(), vec![(0, 4096), (1 << 20, (1 << 20) + 8192)]);
         assert_eq!(allocated_ranges(&file, 0, 4 << 20).unwrap(), data_ranges(&file, 0, 4 << 20).unwrap());
         assert_eq!(allocated(&file, 2048, (1 << 20) + 4096).unwrap(), 2048 + 4096);
+        assert!(!maps_extents(&file).unwrap());
+        let on_disk = tempfile::tempfile().unwrap();
+        assert!(maps_extents(&on_disk).unwrap());
     }
 
     #[test]

@@ -460,6 +460,31 @@ fn containers_of_a_pod_share_a_volume_and_each_sees_only_its_own_sub_path() {
 }
 
 #[test]
+fn a_sub_path_may_name_one_file_of_a_claim_or_an_empty_dir() {
+    let n = Node::start();
+    n.apply(&format!(
+        "{CLASS}---\n{}---\n{}",
+        claim("data", "16Mi", "ReadWriteOnce", "fast", ""),
+        pod("writer", "data", "")
+    ));
+    let data = n.mount_of("writer", "main", "/data");
+    std::fs::create_dir(data.join("conf")).unwrap();
+    std::fs::write(data.join("conf/app.conf"), "level=info").unwrap();
+    let mounts = "    - {name: data, mountPath: /etc/app.conf, subPath: conf/app.conf}\n    - {name: scratch, mountPath: /run/lock, subPath: lock}\n";
+    let reader =
+        pod("reader", "data", mounts).replace("  volumes:\n", "  volumes:\n  - {name: scratch, emptyDir: {}}\n");
+    n.apply(&reader);
+    let file = n.mount_of("reader", "main", "/etc/app.conf");
+    assert!(std::fs::metadata(&file).unwrap().is_file(), "a file subPath is a file on the node");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "level=info");
+    std::fs::write(&file, "level=debug").unwrap();
+    assert_eq!(std::fs::read_to_string(data.join("conf/app.conf")).unwrap(), "level=debug");
+    assert!(n.mount_of("reader", "main", "/run/lock").is_dir(), "a missing subPath is made as a directory");
+    n.ok(&["delete", "pod", "reader"]);
+    assert!(!file.exists());
+}
+
+#[test]
 fn bad_manifests_are_refused_naming_the_object_and_field_and_change_nothing() {
     let n = Node::start();
     n.apply(CLASS);
@@ -728,6 +753,14 @@ fn a_memory_empty_dir_lives_on_a_tmpfs_with_its_size_limit_hard_and_subpaths_sha
     assert_eq!(frsize * blocks, 4 << 20);
     let err = std::fs::write(whole.join("big"), vec![1u8; 5 << 20]).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    // Preallocation could not be counted on a tmpfs: refused, so it cannot pass sizeLimit.
+    std::fs::remove_file(whole.join("big")).unwrap();
+    let file = std::fs::File::create(whole.join("prealloc")).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on an open descriptor.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, 64 << 10) };
+    assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EOPNOTSUPP)));
+    drop(file);
     // The pool it lives in is a tmpfs mountd mounted in its state dir.
     let memory = n.m.state_dir.join("memory");
     let c = common::cpath(&memory);
@@ -747,4 +780,41 @@ fn a_memory_empty_dir_lives_on_a_tmpfs_with_its_size_limit_hard_and_subpaths_sha
     assert_eq!(volumes().len(), 1);
     n.ok(&["delete", "pod", "mem"]);
     assert!(volumes().is_empty(), "the memory volume goes with its pod");
+}
+
+/// The pid of the `volfs serve` of `pool`, from its command line.
+fn data_plane_pid(pool: &std::path::Path) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serves = args.iter().any(|a| *a == b"serve") && args.contains(&pool.as_os_str().as_encoded_bytes());
+        serves.then_some(pid)
+    })
+}
+
+#[test]
+fn pods_mounts_come_back_when_a_data_plane_is_killed() {
+    let n = Node::start();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers:\n  - name: main\n    image: busybox:local\n    volumeMounts:\n    - {name: data, mountPath: /data}\n    - {name: conf, mountPath: /conf}\n    - {name: conf, mountPath: /one.conf, subPath: one.conf}\n    - {name: mem, mountPath: /mem}\n  volumes:\n  - {name: data, persistentVolumeClaim: {claimName: data}}\n  - {name: conf, configMap: {name: conf}}\n  - {name: mem, emptyDir: {medium: Memory}}\n";
+    let conf = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: conf}\ndata: {one.conf: one}\n";
+    n.apply(&format!("{CLASS}---\n{conf}---\n{}---\n{pod}", claim("data", "16Mi", "ReadWriteOnce", "fast", "")));
+    let paths = ["/data", "/conf", "/one.conf", "/mem"].map(|p| n.mount_of("app", "main", p));
+    std::fs::write(paths[0].join("f"), "claim").unwrap();
+    std::fs::write(paths[3].join("f"), "memory").unwrap();
+    let check = || {
+        read(&paths[0].join("f")) == "claim"
+            && read(&paths[1].join("one.conf")) == "one"
+            && read(&paths[2]) == "one"
+            && read(&paths[3].join("f")) == "memory"
+    };
+    assert!(check());
+    for pool in [n.m.pool.path().to_path_buf(), n.m.state_dir.join("memory/pool")] {
+        let pid = data_plane_pid(&pool).unwrap_or_else(|| panic!("no data plane serves {}", pool.display()));
+        // SAFETY: signals the data plane this test's mountd started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert!(common::wait_pid_exit(pid, Duration::from_secs(10)));
+        n.wait(&format!("every mount served again after killing the data plane of {}", pool.display()), check);
+        assert_ne!(data_plane_pid(&pool), Some(pid));
+    }
 }

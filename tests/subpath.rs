@@ -115,6 +115,33 @@ fn absolute_and_dotdot_subpaths_are_refused() {
 }
 
 #[test]
+fn a_view_of_one_file_goes_on_a_regular_file_and_reads_and_writes_it() {
+    let pool = TestPool::new();
+    let full = volume_with_tree(&pool);
+    let on_dir = pool.fresh_dir();
+    let out = pool.run(&["mount", "v", on_dir.to_str().unwrap(), "--subpath", "a/outside"]);
+    assert!(!out.status.success(), "a file view mounted on a directory");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a regular file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let on_file = pool.root().join("file-target");
+    fs::write(&on_file, b"").unwrap();
+    let out = pool.run(&["mount", "v", on_file.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"), "a volume root mounted on a file");
+    let out = pool.run(&["mount", "v", on_file.to_str().unwrap(), "--subpath", "a/b/../b"]);
+    assert!(!out.status.success());
+    let view = pool.mount_at("v", &on_file, MountOpts::subpath("a/outside"));
+    assert_eq!(fs::read(view.path()).unwrap(), b"out");
+    fs::write(view.path(), b"changed through the view").unwrap();
+    assert_eq!(fs::read(full.join("a/outside")).unwrap(), b"changed through the view");
+    assert!(fs::metadata(view.path()).unwrap().is_file());
+    let out = pool.run(&["mount", "v", pool.fresh_dir().to_str().unwrap(), "--subpath", "a/outside/deeper"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
+}
+
+#[test]
 fn a_missing_subpath_is_refused_unless_created() {
     let pool = TestPool::new();
     let full = volume_with_tree(&pool);

@@ -98,7 +98,10 @@ fn target(field: &str, value: &str) -> Result<std::path::PathBuf> {
         Ok(m) if m.file_type().is_symlink() => {
             Err(Error::InvalidArgument(format!("{field} {} is a symlink; it must be a directory", path.display())))
         }
-        Ok(m) if !m.is_dir() => Err(Error::InvalidArgument(format!("{field} {} is not a directory", path.display()))),
+        // A regular file takes a view of one file of the volume (a pod's subPath naming a file).
+        Ok(m) if !m.is_dir() && !m.is_file() => {
+            Err(Error::InvalidArgument(format!("{field} {} is not a directory", path.display())))
+        }
         _ => Ok(path),
     }
 }
@@ -467,14 +470,20 @@ mod tests {
     }
 
     #[test]
-    fn symlinked_or_file_targets_are_refused() {
+    fn symlinked_or_special_targets_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"").unwrap();
         let link = dir.path().join("l");
         std::os::unix::fs::symlink(dir.path(), &link).unwrap();
-        assert!(target("target_path", file.to_str().unwrap()).unwrap_err().to_string().contains("not a directory"));
+        let fifo = dir.path().join("p");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(target("target_path", fifo.to_str().unwrap()).unwrap_err().to_string().contains("not a directory"));
         assert!(target("target_path", link.to_str().unwrap()).unwrap_err().to_string().contains("symlink"));
         assert!(target("target_path", dir.path().join("new").to_str().unwrap()).is_ok());
+        // A regular file takes a view of one file; the data plane checks the kinds match.
+        assert!(target("target_path", file.to_str().unwrap()).is_ok());
     }
 }

@@ -66,8 +66,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
             Err(e) => tracing::warn!(error = %e, "the data plane is not available yet"),
         }
-        tokio::spawn(keep_data_plane(driver.clone()));
-
         let store = Store::open(&config.state_dir).context("opening standalone mode's objects")?;
         let info = NodeInfo {
             name: config.node_id.clone(),
@@ -77,6 +75,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         };
         let memory = crate::standalone::memory::MemoryPool::new(&config.state_dir, config.volfs_bin.clone());
         let engine = Arc::new(Engine::new(store, driver.clone(), info, config.runtime.clone(), memory));
+        tokio::spawn(keep_data_plane(driver.clone(), engine.clone()));
         let api_socket = crate::standalone::api::socket_path(&config.state_dir);
         let api = bind(&api_socket)?;
         tokio::spawn(crate::standalone::api::serve(engine.clone(), api));
@@ -123,13 +122,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Starts the data plane when it is missing, and finishes what the records left in flight
-/// once it answers (again).
-async fn keep_data_plane(driver: Arc<Driver>) {
+/// (and the pods' mounts it served) once it answers (again).
+async fn keep_data_plane(driver: Arc<Driver>, engine: Arc<Engine>) {
     loop {
         match driver.data.ensure_running().await {
             Ok(pong) => {
                 if driver.data_plane_restarted(pong.pid) {
                     crate::reconcile::at_start(&driver).await;
+                    engine.data_plane_restarted();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "the data plane is not available"),

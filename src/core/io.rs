@@ -362,7 +362,16 @@ impl Core {
                 call(f)
             })
         } else {
-            self.allocating(file, offset, length, Fit::Whole, |f, _| call(f).map(|()| length)).map(drop)
+            self.allocating(file, offset, length, Fit::Whole, |f, _| {
+                // Where preallocated blocks cannot be seen (tmpfs: memory volumes), they could
+                // not be counted against the capacity: refuse, as filesystems without
+                // preallocation do (posix_fallocate then writes the blocks, which count).
+                if !crate::space::maps_extents(f)? {
+                    return Err(Error::NotSupported("preallocation on a memory volume".into()));
+                }
+                call(f).map(|()| length)
+            })
+            .map(drop)
         }
     }
 

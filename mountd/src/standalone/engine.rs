@@ -39,6 +39,8 @@ pub struct Engine {
     pub(super) info: NodeInfo,
     pub(super) runtime: Option<super::runtime::Docker>,
     pub(super) memory: super::memory::MemoryPool,
+    /// Set when the disk data plane was started again.
+    disk_restarted: std::sync::atomic::AtomicBool,
     /// API writes and reconcile passes take turns.
     turn: Mutex<()>,
     wake: Notify,
@@ -66,6 +68,7 @@ impl Engine {
         Engine {
             runtime,
             memory,
+            disk_restarted: Default::default(),
             store,
             controller: crate::controller::Controller::new(driver.clone()),
             node: crate::node::Node::new(driver.clone()),
@@ -167,9 +170,37 @@ impl Engine {
 
     /// Runs passes whenever woken, and every `RESYNC`.
     pub async fn run(self: Arc<Self>) {
+        // Mounts a data plane that died while mountd was away no longer serves.
+        self.remount(true).await;
         loop {
+            let disk = self.disk_restarted.swap(false, std::sync::atomic::Ordering::SeqCst);
+            let memory = self.memory.restarted().await;
+            if disk || memory {
+                self.remount(disk).await;
+            }
             self.reconcile().await;
             let _ = tokio::time::timeout(RESYNC, self.wake.notified()).await;
+        }
+    }
+
+    /// The data plane came back (its CSI publications are mounted again by `reconcile`): the
+    /// pods' projected trees and memory emptyDirs it served are made again.
+    pub fn data_plane_restarted(&self) {
+        self.disk_restarted.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Mounts again every pod mount that a data plane no longer serves.
+    async fn remount(&self, projected: bool) {
+        let _turn = self.turn.lock().await;
+        let Ok(world) = self.world() else { return };
+        let now = now_unix();
+        let mut writes = Vec::new();
+        for pod in &world.pods {
+            writes.extend(pods::remount_dead(self, &world, pod, projected, now).await);
+        }
+        if let Err(e) = self.store.commit(writes) {
+            tracing::warn!(error = %e, "recording remounts failed");
         }
     }
 

@@ -14,6 +14,8 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 pub struct MemoryPool {
     dir: PathBuf,
     data: DataPlane,
+    /// The pid of its data plane last seen (0: never started).
+    pid: std::sync::atomic::AtomicU32,
     /// Whether a data plane may be started (a service manager may run the disk one only).
     startable: bool,
 }
@@ -23,7 +25,7 @@ impl MemoryPool {
         let dir = state_dir.join("memory");
         let startable = volfs.is_some();
         let data = DataPlane::new(dir.join("pool"), None, volfs, state_dir.join("volfs-memory.log"));
-        MemoryPool { dir, data, startable }
+        MemoryPool { dir, data, startable, pid: Default::default() }
     }
 
     /// The memory pool's data plane, its tmpfs mounted and the daemon started when needed.
@@ -35,8 +37,22 @@ impl MemoryPool {
             );
         }
         self.mount_tmpfs()?;
-        self.data.ensure_running().await.map_err(|e| format!("the memory pool's data plane: {e}"))?;
+        let pong = self.data.ensure_running().await.map_err(|e| format!("the memory pool's data plane: {e}"))?;
+        self.pid.store(pong.pid, std::sync::atomic::Ordering::SeqCst);
         Ok(self.data.client())
+    }
+
+    /// Whether the data plane, once started, is another process now (it died and was
+    /// started again here): its mounts must be made again.
+    pub async fn restarted(&self) -> bool {
+        let seen = self.pid.load(std::sync::atomic::Ordering::SeqCst);
+        if seen == 0 {
+            return false;
+        }
+        if self.data.client().ping().await.is_ok_and(|p| p.pid == seen) {
+            return false;
+        }
+        self.ready().await.is_ok()
     }
 
     /// The memory pool's data plane if it runs, for teardown (nothing to undo otherwise).

@@ -689,7 +689,7 @@ async fn mount_one(
                 volume_context: context,
                 ..Default::default()
             };
-            engine.node.node_publish_volume(tonic::Request::new(req)).await.map_err(rpc)?;
+            publish(engine, req).await?;
         }
         MountSource::EmptyDir { volume_id, size, subpath } => {
             let mut context =
@@ -708,12 +708,14 @@ async fn mount_one(
                 volume_context: context,
                 ..Default::default()
             };
-            engine.node.node_publish_volume(tonic::Request::new(req)).await.map_err(rpc)?;
+            publish(engine, req).await?;
         }
         MountSource::MemoryDir { volume_id, size, subpath } => {
             let client = engine.memory.ready().await?;
             client.create_volume(volume_id, *size, None).await.map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(&target).map_err(|e| format!("making {}: {e}", target.display()))?;
+            if !target.exists() {
+                std::fs::create_dir(&target).map_err(|e| format!("making {}: {e}", target.display()))?;
+            }
             let request = Request::Mount {
                 volume: volume_id.clone(),
                 snapshot: None,
@@ -723,7 +725,14 @@ async fn mount_one(
                 subpath: subpath.clone(),
                 create: subpath.is_some(),
             };
-            client.mount(request).await.map_err(|e| e.to_string())?;
+            match client.mount(request.clone()).await {
+                Ok(_) => {}
+                Err(e) if e.message.contains(NEEDS_FILE) => {
+                    file_target(&target)?;
+                    client.mount(request).await.map_err(|e| e.to_string())?;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
         MountSource::Projected { subpath } => {
             let volume = pod
@@ -745,8 +754,7 @@ async fn mount_one(
                 Ok(_) => {}
                 // A subPath naming one file is mounted on a file, as the kubelet binds it.
                 Err(e) if e.message.contains("is a file: its view needs a regular file") => {
-                    std::fs::remove_dir(&target).map_err(|e| format!("replacing {}: {e}", target.display()))?;
-                    std::fs::File::create(&target).map_err(|e| format!("making {}: {e}", target.display()))?;
+                    file_target(&target)?;
                     client.call(&request).await.map_err(|e| e.to_string())?;
                 }
                 Err(e) => return Err(e.to_string()),
@@ -755,6 +763,76 @@ async fn mount_one(
         MountSource::HostPath => host_path(pod, m)?,
     }
     Ok(())
+}
+
+/// Mounts again those of a running pod's projected trees (with `projected`) and memory
+/// emptyDirs that no data plane serves any more (ENOTCONN, or nothing mounted there). Claims
+/// and disk emptyDirs are CSI publications, which `reconcile` mounts again.
+pub async fn remount_dead(engine: &Engine, world: &World, pod: &Pod, projected: bool, now: i64) -> Vec<Write> {
+    if pod.metadata.deletion_timestamp.is_some() || phase(pod) != "Running" {
+        return Vec::new();
+    }
+    let mut writes = Vec::new();
+    for m in mounts_of(pod).unwrap_or_default() {
+        let ours = match m.source {
+            MountSource::Projected { .. } => projected,
+            MountSource::MemoryDir { .. } => true,
+            _ => false,
+        };
+        if !ours || served(&m.host_path) {
+            continue;
+        }
+        crate::driver::detach_stale_mount(&m.host_path);
+        let result = mount_one(engine, world, pod, &m, &mut BTreeSet::new(), &mut writes, now).await;
+        let object = Object::Pod(pod.clone());
+        match result {
+            Ok(()) => tracing::info!(target = %m.host_path.display(), "mounted again after its data plane restarted"),
+            Err(e) => writes.push(event_write(
+                &object,
+                true,
+                "FailedMount",
+                format!("MountVolume.SetUp failed for volume {:?} : {e}", m.volume),
+                "kubelet",
+                now,
+            )),
+        }
+    }
+    writes
+}
+
+/// Whether a live FUSE mount is at `path`: statfs reaches its daemon (a stat may be answered
+/// from the kernel's cache); a dead one answers ENOTCONN, no mount another filesystem's magic.
+fn served(path: &Path) -> bool {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: a valid C string and a zeroed out-struct the call fills.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == FUSE_SUPER_MAGIC
+    }
+}
+
+/// What the data plane says when a view of one file is asked for on a directory.
+const NEEDS_FILE: &str = "is not a regular file";
+
+/// NodePublish; a subPath naming one file is published on a regular file instead of the
+/// directory made for it, as the kubelet binds a file.
+async fn publish(engine: &Engine, req: NodePublishVolumeRequest) -> Result<(), String> {
+    let rpc = |s: tonic::Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
+    match engine.node.node_publish_volume(tonic::Request::new(req.clone())).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.message().contains(NEEDS_FILE) => {
+            file_target(Path::new(&req.target_path))?;
+            engine.node.node_publish_volume(tonic::Request::new(req)).await.map(drop).map_err(rpc)
+        }
+        Err(s) => Err(rpc(s)),
+    }
+}
+
+/// Replaces the (empty) directory made as a mount target with an empty regular file.
+fn file_target(target: &Path) -> Result<(), String> {
+    std::fs::remove_dir(target).map_err(|e| format!("replacing {}: {e}", target.display()))?;
+    std::fs::File::create(target).map(drop).map_err(|e| format!("making {}: {e}", target.display()))
 }
 
 /// ControllerPublish, recorded as the VolumeAttachment the attach/detach controller makes.
