@@ -91,15 +91,15 @@ fn context(ctx: &HashMap<String, String>) -> Result<Context> {
     Ok(Context { ephemeral, subpath, readonly: flag(READONLY_KEY)?, size })
 }
 
-/// The target path of a publish: absolute, and not a symlink or a non-directory if it exists.
-fn target(field: &str, value: &str) -> Result<std::path::PathBuf> {
+/// The target path of a publish: absolute, and not a symlink or a non-directory if it exists
+/// (a regular file only for a subPath, which may name one file of the volume).
+fn target(field: &str, value: &str, file_ok: bool) -> Result<std::path::PathBuf> {
     let path = validate::path(field, value)?;
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_symlink() => {
             Err(Error::InvalidArgument(format!("{field} {} is a symlink; it must be a directory", path.display())))
         }
-        // A regular file takes a view of one file of the volume (a pod's subPath naming a file).
-        Ok(m) if !m.is_dir() && !m.is_file() => {
+        Ok(m) if !(m.is_dir() || file_ok && m.is_file()) => {
             Err(Error::InvalidArgument(format!("{field} {} is not a directory", path.display())))
         }
         _ => Ok(path),
@@ -144,9 +144,9 @@ impl Node {
 
     async fn publish(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse> {
         let csi_id = validate::id("volume_id", &req.volume_id)?;
-        let target = target("target_path", &req.target_path)?;
-        let mode = one_mode(req.volume_capability.as_ref(), Error::FailedPrecondition)?;
         let ctx = context(&req.volume_context)?;
+        let target = target("target_path", &req.target_path, ctx.subpath.is_some())?;
+        let mode = one_mode(req.volume_capability.as_ref(), Error::FailedPrecondition)?;
         let volume_id = if ctx.ephemeral { ephemeral_volume_id(csi_id) } else { csi_id.to_string() };
         let _guard = self.driver.inflight.begin(&format!("volume:{volume_id}"), &format!("volume {csi_id}"))?;
         if ctx.ephemeral {
@@ -480,10 +480,18 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid C path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert!(target("target_path", fifo.to_str().unwrap()).unwrap_err().to_string().contains("not a directory"));
-        assert!(target("target_path", link.to_str().unwrap()).unwrap_err().to_string().contains("symlink"));
-        assert!(target("target_path", dir.path().join("new").to_str().unwrap()).is_ok());
-        // A regular file takes a view of one file; the data plane checks the kinds match.
-        assert!(target("target_path", file.to_str().unwrap()).is_ok());
+        assert!(target("target_path", fifo.to_str().unwrap(), true)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+        assert!(target("target_path", link.to_str().unwrap(), true).unwrap_err().to_string().contains("symlink"));
+        assert!(target("target_path", dir.path().join("new").to_str().unwrap(), false).is_ok());
+        assert!(target("target_path", file.to_str().unwrap(), false)
+            .unwrap_err()
+            .to_string()
+            .contains("not a directory"));
+        // With a subPath, a regular file takes a view of one file; the data plane checks the
+        // kinds match.
+        assert!(target("target_path", file.to_str().unwrap(), true).is_ok());
     }
 }
