@@ -83,18 +83,10 @@ impl Timestamp {
 
     /// Year, month, day, hour, minute and second in UTC.
     pub fn utc(self) -> [i64; 6] {
-        let (days, rem) = (self.secs.div_euclid(86_400), self.secs.rem_euclid(86_400));
-        // Howard Hinnant's days-to-civil.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        [year, month, day, rem / 3600, rem % 3600 / 60, rem % 60]
+        let t =
+            jiff::Timestamp::from_second(self.secs).unwrap_or(jiff::Timestamp::MIN).to_zoned(jiff::tz::TimeZone::UTC);
+        let i = i64::from;
+        [i64::from(t.year()), i(t.month()), i(t.day()), i(t.hour()), i(t.minute()), i(t.second())]
     }
 
     pub fn to_system_time(self) -> SystemTime {
@@ -920,6 +912,15 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_read_as_utc_calendar_dates() {
+        let utc = |secs| Timestamp { secs, nanos: 0 }.utc();
+        assert_eq!(utc(0), [1970, 1, 1, 0, 0, 0]);
+        assert_eq!(utc(-1), [1969, 12, 31, 23, 59, 59]);
+        assert_eq!(utc(951_782_400), [2000, 2, 29, 0, 0, 0]);
+        assert_eq!(utc(1_700_000_000), [2023, 11, 14, 22, 13, 20]);
+    }
 
     #[test]
     fn timestamps_round_trip_before_and_after_the_epoch() {
