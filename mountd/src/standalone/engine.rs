@@ -224,7 +224,7 @@ impl Engine {
         let world = self.world()?;
         let now = now_unix();
         let mut actions = binder::plan(&world, &self.info, now);
-        actions.extend(protection::plan(&world, now));
+        actions.extend(protection::plan(&world));
         actions.extend(pods::plan(&world, &self.info, now));
         actions.extend(snapshots::plan(&world, now));
         actions.extend(resizer::plan(&world));
@@ -241,7 +241,7 @@ impl Engine {
         for effect in effects {
             let writes = match effect {
                 Action::Write(_) => unreachable!("split above"),
-                Action::Provision(p) => self.provision(&p, now).await,
+                Action::Provision(p) => self.provision(&world, &p, now).await,
                 Action::DeleteVolume(pv) => self.delete_volume(&pv, now).await,
                 Action::Pod(step) => pods::carry_out(self, &world, *step, now).await,
                 Action::Snapshot(step) => snapshots::carry_out(self, *step, now).await,
@@ -254,7 +254,7 @@ impl Engine {
     }
 
     /// The external-provisioner's work: CreateVolume named after the claim, then the PV.
-    async fn provision(&self, p: &Provision, now: i64) -> Vec<Write> {
+    async fn provision(&self, world: &World, p: &Provision, now: i64) -> Vec<Write> {
         let claim = Object::PersistentVolumeClaim(p.claim.clone());
         let (namespace, name) = (claim.meta().namespace.clone().unwrap_or_default(), claim.name().to_string());
         let source = "csi.volfs.io_external-provisioner";
@@ -280,7 +280,7 @@ impl Engine {
         let spec = p.claim.spec.clone().unwrap_or_default();
         let modes = spec.access_modes.clone().unwrap_or_default();
         let request = claim_request(&p.claim).map(|q| q.value().max(0) as i64).unwrap_or(0);
-        let content_source = match self.content_source(&p.claim) {
+        let content_source = match Self::content_source(world, &p.claim) {
             Ok(s) => s,
             Err(message) => {
                 writes.push(failed(message));
@@ -302,7 +302,7 @@ impl Engine {
         let created = match self.controller.create_volume(tonic::Request::new(req)).await {
             Ok(r) => r.into_inner().volume.unwrap_or_default(),
             Err(status) => {
-                writes.push(failed(format!("rpc error: code = {:?} desc = {}", status.code(), status.message())));
+                writes.push(failed(rpc_error(status)));
                 return writes;
             }
         };
@@ -354,13 +354,12 @@ impl Engine {
 
     /// A claim's `dataSource` as a CSI content source (a snapshot's handle, a claim's volume).
     fn content_source(
-        &self,
+        world: &World,
         claim: &k8s_openapi::api::core::v1::PersistentVolumeClaim,
     ) -> Result<Option<VolumeContentSource>, String> {
         use volume_content_source::{SnapshotSource, Type, VolumeSource};
         let Some(source) = claim.spec.as_ref().and_then(|s| s.data_source.clone()) else { return Ok(None) };
         let namespace = claim.metadata.namespace.clone().unwrap_or_default();
-        let world = self.world().map_err(|e| e.to_string())?;
         let kind = match source.kind.as_str() {
             "PersistentVolumeClaim" => {
                 let from = world
@@ -379,7 +378,7 @@ impl Engine {
                 Type::Volume(VolumeSource { volume_id: handle })
             }
             _ => {
-                let handle = super::snapshots::ready_handle(&world, &namespace, &source.name)?;
+                let handle = super::snapshots::ready_handle(world, &namespace, &source.name)?;
                 Type::Snapshot(SnapshotSource { snapshot_id: handle })
             }
         };
@@ -399,7 +398,7 @@ impl Engine {
                 &object,
                 true,
                 "VolumeFailedDelete",
-                format!("rpc error: code = {:?} desc = {}", status.code(), status.message()),
+                rpc_error(status),
                 "csi.volfs.io_external-provisioner",
                 now,
             )],
@@ -407,11 +406,9 @@ impl Engine {
     }
 }
 
-pub fn event_write(object: &Object, warning: bool, reason: &str, message: String, source: &str, now: i64) -> Write {
-    match event(object, warning, reason, message, source, now) {
-        Action::Write(w) => w,
-        _ => unreachable!("event() makes a write"),
-    }
+/// A failed CSI call as the sidecars and the kubelet report it.
+pub fn rpc_error(status: tonic::Status) -> String {
+    format!("rpc error: code = {:?} desc = {}", status.code(), status.message())
 }
 
 /// A uid as the API server makes them (a random UUID v4).

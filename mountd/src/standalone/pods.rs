@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use volfs_api::{Request, SpecText};
 
 use super::binder::claim_class;
-use super::engine::{capability, csi_mode, event_write, new_uid, Engine};
+use super::engine::{capability, csi_mode, new_uid, rpc_error, Engine};
 use super::object::{Kind, Object};
 use super::store::Write;
 use super::world::*;
@@ -490,13 +490,18 @@ fn projection_spec(world: &World, pod: &Pod, volume: &Volume) -> Option<String> 
         return None;
     };
     let mut docs = vec![strip_nulls(source)];
-    for c in world.config_maps.iter().filter(|c| c.metadata.namespace.as_deref() == Some(ns)) {
+    // Only the objects the volume names: other secrets of the namespace stay out of its tree.
+    let (maps, secrets) = sources_of(volume);
+    let named = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, names: &BTreeSet<String>| {
+        meta.namespace.as_deref() == Some(ns) && meta.name.as_ref().is_some_and(|n| names.contains(n))
+    };
+    for c in world.config_maps.iter().filter(|c| named(&c.metadata, &maps)) {
         docs.push(
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": c.metadata.name, "namespace": ns},
             "data": c.data, "binaryData": c.binary_data}),
         );
     }
-    for s in world.secrets.iter().filter(|s| s.metadata.namespace.as_deref() == Some(ns)) {
+    for s in world.secrets.iter().filter(|s| named(&s.metadata, &secrets)) {
         docs.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s.metadata.name, "namespace": ns}, "data": s.data}));
     }
     let spec = pod.spec.clone().unwrap_or_default();
@@ -512,6 +517,17 @@ fn projection_spec(world: &World, pod: &Pod, volume: &Volume) -> Option<String> 
                  "initContainers": spec.init_containers.iter().flatten().map(container).collect::<Vec<Value>>()}}));
     let text: Vec<String> = docs.into_iter().map(|d| strip_nulls(d).to_string()).collect();
     Some(text.join("\n---\n"))
+}
+
+/// The configMaps and secrets a volume reads, by name.
+fn sources_of(volume: &Volume) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut maps: BTreeSet<String> = volume.config_map.iter().map(|c| c.name.clone()).collect();
+    let mut secrets: BTreeSet<String> = volume.secret.iter().filter_map(|s| s.secret_name.clone()).collect();
+    for source in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+        maps.extend(source.config_map.as_ref().map(|c| c.name.clone()));
+        secrets.extend(source.secret.as_ref().map(|s| s.name.clone()));
+    }
+    (maps, secrets)
 }
 
 /// The pod's annotations without mountd's own (which change as its mounts are made).
@@ -565,23 +581,14 @@ async fn setup(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Write>
     let mut attached = BTreeSet::new();
     for m in &mounts {
         if let Err(message) = mount_one(engine, world, &pod, m, &mut attached, &mut writes, now).await {
-            writes.push(event_write(
-                &object,
-                true,
-                "FailedMount",
-                format!("MountVolume.SetUp failed for volume {:?} : {message}", m.volume),
-                "kubelet",
-                now,
-            ));
+            writes.push(failed_mount(&object, &m.volume, &message, now));
             return writes;
         }
     }
     if let Some(fs_group) = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()?.fs_group) {
         for m in mounts.iter().filter(|m| super::runtime::owned_by_fs_group(m)) {
             if let Err(e) = super::runtime::set_volume_ownership(&m.host_path, fs_group as u32) {
-                let message =
-                    format!("MountVolume.SetUp failed for volume {:?} : applying fsGroup {fs_group}: {e}", m.volume);
-                writes.push(event_write(&object, true, "FailedMount", message, "kubelet", now));
+                writes.push(failed_mount(&object, &m.volume, &format!("applying fsGroup {fs_group}: {e}"), now));
                 return writes;
             }
         }
@@ -635,7 +642,6 @@ async fn mount_one(
             std::fs::create_dir_all(parent).map_err(|e| format!("making {}: {e}", parent.display()))?;
         }
     }
-    let rpc = |s: tonic::Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
     match &m.source {
         MountSource::Claim { pv, volume_id, mode, subpath, .. } => {
             let capability = capability(csi_mode(mode));
@@ -654,7 +660,7 @@ async fn mount_one(
                     volume_capability: Some(capability.clone()),
                     ..Default::default()
                 };
-                engine.node.node_stage_volume(tonic::Request::new(req)).await.map_err(rpc)?;
+                engine.node.node_stage_volume(tonic::Request::new(req)).await.map_err(rpc_error)?;
                 writes.push(event_write(
                     &object,
                     false,
@@ -787,14 +793,7 @@ pub async fn remount_dead(engine: &Engine, world: &World, pod: &Pod, projected: 
         let object = Object::Pod(pod.clone());
         match result {
             Ok(()) => tracing::info!(target = %m.host_path.display(), "mounted again after its data plane restarted"),
-            Err(e) => writes.push(event_write(
-                &object,
-                true,
-                "FailedMount",
-                format!("MountVolume.SetUp failed for volume {:?} : {e}", m.volume),
-                "kubelet",
-                now,
-            )),
+            Err(e) => writes.push(failed_mount(&object, &m.volume, &e, now)),
         }
     }
     writes
@@ -812,20 +811,31 @@ fn served(path: &Path) -> bool {
     }
 }
 
+/// The kubelet's event for a volume it could not set up.
+fn failed_mount(pod: &Object, volume: &str, why: &str, now: i64) -> Write {
+    event_write(
+        pod,
+        true,
+        "FailedMount",
+        format!("MountVolume.SetUp failed for volume {volume:?} : {why}"),
+        "kubelet",
+        now,
+    )
+}
+
 /// What the data plane says when a view of one file is asked for on a directory.
 const NEEDS_FILE: &str = "is not a regular file";
 
 /// NodePublish; a subPath naming one file is published on a regular file instead of the
 /// directory made for it, as the kubelet binds a file.
 async fn publish(engine: &Engine, req: NodePublishVolumeRequest) -> Result<(), String> {
-    let rpc = |s: tonic::Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
     match engine.node.node_publish_volume(tonic::Request::new(req.clone())).await {
         Ok(_) => Ok(()),
         Err(s) if s.message().contains(NEEDS_FILE) => {
             file_target(Path::new(&req.target_path))?;
-            engine.node.node_publish_volume(tonic::Request::new(req)).await.map(drop).map_err(rpc)
+            engine.node.node_publish_volume(tonic::Request::new(req)).await.map(drop).map_err(rpc_error)
         }
-        Err(s) => Err(rpc(s)),
+        Err(s) => Err(rpc_error(s)),
     }
 }
 
@@ -895,11 +905,7 @@ async fn attach(
             Ok(())
         }
         Err(s) => {
-            let message = format!(
-                "AttachVolume.Attach failed for volume {pv:?} : rpc error: code = {:?} desc = {}",
-                s.code(),
-                s.message()
-            );
+            let message = format!("AttachVolume.Attach failed for volume {pv:?} : {}", rpc_error(s));
             writes.push(event_write(
                 &object,
                 true,
@@ -975,14 +981,7 @@ async fn refresh(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Writ
         let Some(spec) = projection_spec(world, &pod, volume) else { continue };
         let request = Request::ProjectUpdate { mountpoint: m.host_path.clone(), spec: SpecText(spec) };
         if let Err(e) = engine.driver.data.client().call(&request).await {
-            writes.push(event_write(
-                &object,
-                true,
-                "FailedMount",
-                format!("MountVolume.SetUp failed for volume {:?} : {e}", m.volume),
-                "kubelet",
-                now,
-            ));
+            writes.push(failed_mount(&object, &m.volume, &e.to_string(), now));
             return writes;
         }
     }
@@ -1036,7 +1035,6 @@ async fn teardown(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Wri
     }
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mounts = mounts_of(&pod).unwrap_or_default();
-    let rpc = |s: tonic::Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
     let mut result: Result<(), String> = Ok(());
     for m in &mounts {
         let target = m.host_path.clone();
@@ -1046,7 +1044,7 @@ async fn teardown(engine: &Engine, world: &World, pod: Pod, now: i64) -> Vec<Wri
                     volume_id: volume_id.clone(),
                     target_path: target.to_string_lossy().into(),
                 };
-                engine.node.node_unpublish_volume(tonic::Request::new(req)).await.map(|_| ()).map_err(rpc)
+                engine.node.node_unpublish_volume(tonic::Request::new(req)).await.map(|_| ()).map_err(rpc_error)
             }
             MountSource::Projected { .. } => not_found_is_done(engine.driver.data.client().umount(&target).await),
             MountSource::MemoryDir { .. } => match engine.memory.running().await {
@@ -1101,7 +1099,6 @@ async fn delete_memory_dirs(engine: &Engine, mounts: &[PodMount]) -> Result<(), 
 
 /// NodeUnstage and ControllerUnpublish of the claims of `pod` that no other pod on the node has.
 async fn detach_unused(engine: &Engine, world: &World, pod: &Pod, mounts: &[PodMount]) -> Result<(), String> {
-    let rpc = |s: tonic::Status| format!("rpc error: code = {:?} desc = {}", s.code(), s.message());
     let others: BTreeSet<String> = world
         .pods
         .iter()
@@ -1123,16 +1120,47 @@ async fn detach_unused(engine: &Engine, world: &World, pod: &Pod, mounts: &[PodM
             volume_id: volume_id.clone(),
             staging_target_path: staging.to_string_lossy().into(),
         };
-        engine.node.node_unstage_volume(tonic::Request::new(req)).await.map_err(rpc)?;
+        engine.node.node_unstage_volume(tonic::Request::new(req)).await.map_err(rpc_error)?;
         let req = ControllerUnpublishVolumeRequest {
             volume_id: volume_id.clone(),
             node_id: engine.driver.node_id.clone(),
             ..Default::default()
         };
-        engine.controller.controller_unpublish_volume(tonic::Request::new(req)).await.map_err(rpc)?;
+        engine.controller.controller_unpublish_volume(tonic::Request::new(req)).await.map_err(rpc_error)?;
         let name = attachment_name(pv, &engine.info.name);
         engine_commit(engine, Write::Remove(super::object::ObjectKey::new(Kind::VolumeAttachment, "", &name)))?;
         let _ = std::fs::remove_dir_all(staging.parent().unwrap_or(&staging));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::standalone::object::parse_manifests;
+
+    #[test]
+    fn a_projected_tree_carries_only_the_objects_its_volume_names() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec:\n  containers: [{name: c}]\n  volumes:\n  - {name: conf, configMap: {name: conf}}\n  - {name: both, projected: {sources: [{secret: {name: used}}, {configMap: {name: conf}}]}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: conf, namespace: default}\ndata: {k: v}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: used, namespace: default}\nstringData: {a: b}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: unrelated, namespace: default}\nstringData: {x: y}\n";
+        let mut objects = parse_manifests(text, "-").unwrap();
+        for o in objects.iter_mut() {
+            if let Object::Secret(s) = o {
+                // As admission stores them: stringData folded into data.
+                let data = s
+                    .string_data
+                    .take()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())));
+                s.data = Some(data.collect());
+            }
+        }
+        let world = World::from_objects(objects);
+        let pod = &world.pods[0];
+        let volumes = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        let conf = projection_spec(&world, pod, &volumes[0]).unwrap();
+        assert!(conf.contains("\"conf\"") && !conf.contains("used") && !conf.contains("unrelated"), "{conf}");
+        let both = projection_spec(&world, pod, &volumes[1]).unwrap();
+        assert!(both.contains("\"used\"") && both.contains("\"conf\"") && !both.contains("unrelated"), "{both}");
+    }
 }

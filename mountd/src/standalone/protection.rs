@@ -70,7 +70,7 @@ pub fn why_waiting(object: &Object, world: &World) -> Vec<String> {
     }
 }
 
-pub fn plan(world: &World, _now: i64) -> Vec<Action> {
+pub fn plan(world: &World) -> Vec<Action> {
     let mut actions = Vec::new();
     for claim in world.claims.iter().filter(|c| c.metadata.deletion_timestamp.is_some()) {
         if pods_using(world, claim).is_empty() {

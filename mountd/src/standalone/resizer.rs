@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 
 use super::binder::{claim_request, storage};
-use super::engine::{bytes_quantity, event_write, Engine};
+use super::engine::{bytes_quantity, rpc_error, Engine};
 use super::object::Object;
 use super::store::Write;
 use super::world::*;
@@ -92,11 +92,7 @@ pub async fn carry_out(engine: &Engine, e: Expansion, now: i64) -> Vec<Write> {
             ));
         }
         Err(s) => {
-            let message = format!(
-                "resize volume {pv_name:?} by resizer \"csi.volfs.io\" failed: rpc error: code = {:?} desc = {}",
-                s.code(),
-                s.message()
-            );
+            let message = format!("resize volume {pv_name:?} by resizer \"csi.volfs.io\" failed: {}", rpc_error(s));
             writes.push(event_write(&claim, true, "VolumeResizeFailed", message, SOURCE, now));
         }
     }

@@ -3,11 +3,10 @@
 //! bound to the snapshot that names it; deletion follows the content's `deletionPolicy`.
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::engine::{bytes_quantity, event_write, new_uid, Engine};
+use super::engine::{bytes_quantity, new_uid, rpc_error, Engine};
 use super::object::Object;
 use super::snapshot::*;
 use super::store::Write;
@@ -211,8 +210,7 @@ pub async fn carry_out(engine: &Engine, step: SnapshotStep, now: i64) -> Vec<Wri
             if let Some(handle) = handle {
                 let req = DeleteSnapshotRequest { snapshot_id: handle, ..Default::default() };
                 if let Err(s) = engine.controller.delete_snapshot(tonic::Request::new(req)).await {
-                    let message =
-                        format!("Failed to delete snapshot: rpc error: code = {:?} desc = {}", s.code(), s.message());
+                    let message = format!("Failed to delete snapshot: {}", rpc_error(s));
                     return vec![event_write(&object, true, "SnapshotDeleteError", message, SOURCE, now)];
                 }
             }
@@ -258,7 +256,10 @@ async fn cut(
     let created = match engine.controller.create_snapshot(tonic::Request::new(req)).await {
         Ok(r) => r.into_inner().snapshot.unwrap_or_default(),
         Err(s) => {
-            let message = format!("Failed to create snapshot: failed to take snapshot of the volume {volume_handle}: rpc error: code = {:?} desc = {}", s.code(), s.message());
+            let message = format!(
+                "Failed to create snapshot: failed to take snapshot of the volume {volume_handle}: {}",
+                rpc_error(s)
+            );
             let mut failed = snapshot.clone();
             let status = failed.status.get_or_insert_with(Default::default);
             status.ready_to_use = Some(false);
@@ -332,16 +333,4 @@ async fn cut(
         now,
     ));
     writes
-}
-
-/// A restore asks for at least the snapshot's restore size.
-pub fn restore_size(world: &World, namespace: &str, name: &str) -> Option<Quantity> {
-    world
-        .snapshots
-        .iter()
-        .find(|s| s.metadata.namespace.as_deref() == Some(namespace) && name_of(&s.metadata) == name)?
-        .status
-        .as_ref()?
-        .restore_size
-        .clone()
 }

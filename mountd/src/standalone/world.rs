@@ -141,7 +141,12 @@ pub fn remove_finalizer(meta: &mut ObjectMeta, name: &str) {
 
 /// An event about `object` from `source`.
 pub fn event(object: &Object, warning: bool, reason: &str, message: String, source: &str, now: i64) -> Action {
-    Action::Write(Write::Event(Event {
+    Action::Write(event_write(object, warning, reason, message, source, now))
+}
+
+/// The same event as a write, for the steps that commit what they did.
+pub fn event_write(object: &Object, warning: bool, reason: &str, message: String, source: &str, now: i64) -> Write {
+    Write::Event(Event {
         object: object.key(),
         uid: object.meta().uid.clone().unwrap_or_default(),
         kind: if warning { "Warning" } else { "Normal" }.into(),
@@ -151,7 +156,7 @@ pub fn event(object: &Object, warning: bool, reason: &str, message: String, sour
         first_unix: now,
         last_unix: now,
         count: 1,
-    }))
+    })
 }
 
 /// `Put` of `new` when it differs from `old`.
