@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use volfs_api::{
-    ApiError, MountInfo, Request, Response, SnapshotRef, VolumeInfo, VolumeSource, DEFAULT_SOCKET, SOCKET_RECORD,
+    ApiError, MountInfo, PoolStats, Request, Response, SnapshotRef, VolumeInfo, VolumeSource, VolumeStats,
+    DEFAULT_SOCKET, SOCKET_RECORD,
 };
 
 use crate::fuse::coherence::{Change, Coherence};
@@ -23,6 +24,7 @@ use crate::meta::{Kind, VolumeId};
 use crate::names::VolumeName;
 use crate::pool::{Pool, Source};
 use crate::projected::Projection;
+use crate::stats::Counters;
 
 /// What a mount serves.
 enum Served {
@@ -94,6 +96,9 @@ pub struct Service {
     stopping: AtomicBool,
     coherence: Arc<Coherence>,
     next_session: AtomicU64,
+    counters: Counters,
+    /// When the daemon started, how long opening the pool took, whether it recovered.
+    started: (f64, f64, bool),
 }
 
 impl Service {
@@ -106,6 +111,8 @@ impl Service {
             stopping: AtomicBool::new(false),
             coherence: Arc::new(Coherence::new()),
             next_session: AtomicU64::new(1),
+            counters: Counters::default(),
+            started: (0.0, 0.0, false),
         }
     }
 
@@ -187,6 +194,7 @@ impl Service {
                     )));
                 }
                 self.pool.delete_snapshot(&name)?;
+                self.counters.remove(&name);
                 Ok(json!({ "deleted": name }))
             }
             Request::ListVolumes => Ok(json!(self.pool.volumes()?)),
@@ -205,6 +213,7 @@ impl Service {
                     )));
                 }
                 self.pool.delete_volume(&name)?;
+                self.counters.remove(&name);
                 Ok(json!({ "deleted": name }))
             }
             Request::ResizeVolume { name, capacity } => {
@@ -231,6 +240,7 @@ impl Service {
             }
             Request::ProjectUpdate { mountpoint, spec } => self.project_update(&mountpoint, &spec.0),
             Request::ListMounts => Ok(json!(self.mount_list())),
+            Request::Stats { snapshot_bytes } => Ok(json!(self.stats(snapshot_bytes)?)),
             Request::Fsck { repair } => {
                 let report = crate::fsck::check(&self.pool, repair, !self.daemon)?;
                 Ok(json!(report))
@@ -303,6 +313,55 @@ impl Service {
         list
     }
 
+    /// Every volume's and snapshot's figures; with `snapshot_bytes`, also what each snapshot
+    /// alone holds (a walk of every inode, so only when asked).
+    pub fn stats(&self, snapshot_bytes: bool) -> Result<PoolStats, ApiError> {
+        let mounts = self.mount_list();
+        let exclusive: HashMap<String, u64> = match snapshot_bytes {
+            true => self.pool.snapshots(None)?.into_iter().map(|s| (s.name, s.exclusive_bytes)).collect(),
+            false => HashMap::new(),
+        };
+        let core = self.pool.core();
+        let mut volumes = Vec::new();
+        for v in core.meta().volumes()? {
+            let (volume, snapshot) = match &v.snapshot_of {
+                Some(of) => (of.clone(), v.name.split_once('@').map(|(_, s)| s.to_string())),
+                None => (v.name.clone(), None),
+            };
+            let mounted: Vec<_> = mounts.iter().filter(|m| m.volume == v.name).collect();
+            let views = mounted.iter().filter(|m| !m.subpath.is_empty()).count() as u64;
+            let mut stats = VolumeStats {
+                volume,
+                snapshot,
+                capacity_bytes: (v.capacity > 0).then_some(v.capacity),
+                used_bytes: core.space_of(v.id)?.used,
+                inodes: core.meta().usage(v.id)?.inodes,
+                exclusive_bytes: exclusive.get(&v.name).copied(),
+                mounts: mounted.len() as u64 - views,
+                views,
+                ..VolumeStats::default()
+            };
+            if let Some(c) = self.counters.existing(&v.name) {
+                stats.read_bytes = c.read_bytes.load(Ordering::Relaxed);
+                stats.written_bytes = c.written_bytes.load(Ordering::Relaxed);
+                stats.passthrough_opens = c.passthrough_opens.load(Ordering::Relaxed);
+                stats.requests = c.requests();
+            }
+            volumes.push(stats);
+        }
+        volumes.sort_by_key(VolumeStats::name);
+        let (started_unix, start_seconds, recovered) = self.started;
+        Ok(PoolStats {
+            started_unix,
+            start_seconds,
+            recovered,
+            commits: core.meta().commit_latency(),
+            syncs: core.meta().sync_latency(),
+            projected_mounts: mounts.iter().filter(|m| m.projected).count() as u64,
+            volumes,
+        })
+    }
+
     fn mount(
         &self,
         volume: &str,
@@ -343,7 +402,16 @@ impl Service {
         }
         let read_only = options.read_only;
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let fs = VolumeFs::new(self.pool.clone(), volume.clone(), root, options, self.coherence.clone(), session_id);
+        let counters = self.counters.volume(&volume.name);
+        let fs = VolumeFs::new(
+            self.pool.clone(),
+            volume.clone(),
+            root,
+            options,
+            self.coherence.clone(),
+            session_id,
+            counters,
+        );
         let session = fs
             .mount(&at)
             .map_err(|e| ApiError::internal(format!("mounting {} at {}: {e}", volume.name, at.display())))?;
@@ -507,10 +575,14 @@ fn unescape_mount_path(s: &str) -> String {
 }
 
 /// Runs the daemon until a shutdown request or SIGTERM/SIGINT.
-pub fn serve(pool_dir: &Path, socket: Option<&Path>) -> anyhow::Result<()> {
+pub fn serve(pool_dir: &Path, socket: Option<&Path>, metrics_addr: Option<&str>) -> anyhow::Result<()> {
     forbid_core_dumps()?;
     let signals = block_stop_signals();
+    let started = std::time::SystemTime::now();
     let pool = Pool::open(pool_dir, crate::pool::OpenMode::CreateIfMissing)?;
+    let start_seconds = started.elapsed().unwrap_or_default().as_secs_f64();
+    let started_unix = started.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let recovered = pool.recovered();
     let pool_dir = pool.dir().to_path_buf();
     let socket = socket.map(Path::to_path_buf).unwrap_or_else(|| pool_dir.join(DEFAULT_SOCKET));
     let record = pool_dir.join(SOCKET_RECORD);
@@ -520,7 +592,13 @@ pub fn serve(pool_dir: &Path, socket: Option<&Path>) -> anyhow::Result<()> {
         UnixListener::bind(&socket).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(&record, socket.as_os_str().as_encoded_bytes())?;
-    let service = Arc::new(Service::new(pool, true));
+    let mut service = Service::new(pool, true);
+    service.started = (started_unix, start_seconds, recovered);
+    let service = Arc::new(service);
+    if let Some(addr) = metrics_addr {
+        let bound = crate::metrics::serve(addr, service.clone())?;
+        tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+    }
     let wake = AcceptWaker(listener.as_raw_fd());
     watch_signals(signals, service.clone(), wake);
     tracing::info!(pool = %pool_dir.display(), socket = %socket.display(), pid = std::process::id(), "serving");

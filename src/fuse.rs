@@ -2,18 +2,45 @@
 //! arguments, calls the filesystem core once and replies; errors become errnos through
 //! `Error::errno`. The only module that knows fuser types or kernel flags.
 
-/// Replies with the core's error, logged at a level that fits it. Declared before the
-/// submodules so that every adapter uses it.
+/// Replies with the core's error, logged at a level that fits it and counted against the
+/// request (`Answering`). Declared before the submodules so that every adapter uses it.
 macro_rules! fail {
     ($reply:expr, $op:expr, $err:expr) => {{
         let err: Error = $err;
+        let op = &$op;
         if err.is_routine() {
-            tracing::debug!(op = $op, error = %err);
+            tracing::debug!(op = $crate::fuse::Answering::op_name(op), error = %err);
         } else {
-            tracing::warn!(op = $op, error = %err);
+            tracing::warn!(op = $crate::fuse::Answering::op_name(op), error = %err);
         }
+        $crate::fuse::Answering::failed(op, err.errno());
         $reply.error(Errno::from_i32(err.errno()))
     }};
+}
+
+/// What `fail!` needs of the request it answers: a name for the log, and where its failure
+/// counts (nowhere, for a request named only by a string).
+pub trait Answering {
+    fn op_name(&self) -> &'static str;
+    fn failed(&self, errno: i32);
+}
+
+impl Answering for &'static str {
+    fn op_name(&self) -> &'static str {
+        self
+    }
+
+    fn failed(&self, _errno: i32) {}
+}
+
+impl Answering for crate::stats::Request<'_> {
+    fn op_name(&self) -> &'static str {
+        self.op().name()
+    }
+
+    fn failed(&self, errno: i32) {
+        crate::stats::Request::failed(self, errno)
+    }
 }
 
 pub mod coherence;
@@ -38,6 +65,7 @@ use crate::core::{Attr, Caller, NodeSpec, OpenFile, RenameMode, SetAttr, TimeSet
 use crate::error::Error;
 use crate::meta::{Ino, Kind, Timestamp, Volume};
 use crate::pool::Pool;
+use crate::stats::{Op, VolumeCounters};
 use coherence::{Change, Coherence};
 
 /// How long the kernel may trust names and attributes. volfs is the only writer of a volume's
@@ -91,6 +119,8 @@ pub struct VolumeFs {
     backing_lock: Mutex<()>,
     coherence: Arc<Coherence>,
     session: u64,
+    /// The volume's request counters, shared with its other mounts.
+    counters: Arc<VolumeCounters>,
 }
 
 /// Runs a core call and replies with its value or its error.
@@ -138,7 +168,7 @@ fn kernel_time(t: SystemTime) -> Timestamp {
 impl VolumeFs {
     /// A filesystem for one mount of `volume` whose root is the directory `root` (the volume's
     /// root, or that of a subPath view); `session` tells it apart from the volume's other
-    /// mounts in `coherence`.
+    /// mounts in `coherence`; it counts the requests it serves in `counters`.
     pub fn new(
         pool: Arc<Pool>,
         volume: Volume,
@@ -146,6 +176,7 @@ impl VolumeFs {
         options: MountOptions,
         coherence: Arc<Coherence>,
         session: u64,
+        counters: Arc<VolumeCounters>,
     ) -> Self {
         let passthrough = AtomicBool::new(options.passthrough);
         VolumeFs {
@@ -160,6 +191,7 @@ impl VolumeFs {
             backing_lock: Mutex::new(()),
             coherence,
             session,
+            counters,
         }
     }
 
@@ -310,6 +342,7 @@ impl VolumeFs {
     /// Files the kernel reads and writes itself are counted again when closed.
     fn track_passthrough(&self, handle: &Handle) {
         if handle.backing.is_some() {
+            VolumeCounters::add(&self.counters.passthrough_opens, 1);
             if let Err(e) = self.core().passthrough_opened(&handle.file) {
                 tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
             }
@@ -348,16 +381,34 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let served = self.counters.request(Op::Lookup);
         match self.core().lookup(self.ino(parent), name.as_bytes()) {
             Ok(a) => self.entry(reply, &a),
             // Inode 0 is a negative entry: the kernel remembers the name does not exist.
             Err(Error::NotFound(_)) => reply.entry(&TTL, &negative_attr(), Generation(0)),
-            Err(e) => fail!(reply, "lookup", e),
+            Err(e) => fail!(reply, served, e),
         }
     }
 
+    // The next three do what fuser does by default; served here so that they are counted
+    // (fuser hands each inode of a BATCH_FORGET to `forget`: one count per inode).
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
+        let _served = self.counters.request(Op::Forget);
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _served = self.counters.request(Op::Opendir);
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        let _served = self.counters.request(Op::Releasedir);
+        reply.ok();
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply!(reply, "getattr", self.core().getattr(self.ino(ino)), |a| self.attr(reply, &a))
+        let served = self.counters.request(Op::Getattr);
+        reply!(reply, served, self.core().getattr(self.ino(ino)), |a| self.attr(reply, &a))
     }
 
     fn setattr(
@@ -378,6 +429,7 @@ impl fuser::Filesystem for VolumeFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let served = self.counters.request(Op::Setattr);
         // With HANDLE_KILLPRIV_V2 the kernel leaves clearing setuid/setgid to us: on chown
         // (also chown to -1 -1, which arrives as a change of ctime alone) and on truncate by an
         // unprivileged caller.
@@ -390,14 +442,15 @@ impl fuser::Filesystem for VolumeFs {
         let handle = fh.and_then(|fh| self.handles.get(&fh.0));
         let result = self.core().setattr(ino, &set, handle.as_ref().map(|h| &h.file));
         drop(handle);
-        reply!(reply, "setattr", result, |a| {
+        reply!(reply, served, result, |a| {
             self.publish(|| vec![if size.is_some() { Change::Data(ino) } else { Change::Attr(ino) }]);
             self.attr(reply, &a)
         })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        reply!(reply, "readlink", self.core().readlink(self.ino(ino)), |t| reply.data(&t))
+        let served = self.counters.request(Op::Readlink);
+        reply!(reply, served, self.core().readlink(self.ino(ino)), |t| reply.data(&t))
     }
 
     fn mknod(
@@ -410,20 +463,21 @@ impl fuser::Filesystem for VolumeFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let served = self.counters.request(Op::Mknod);
         let spec = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => NodeSpec::File,
             libc::S_IFIFO => NodeSpec::Special(Kind::Fifo, 0),
             libc::S_IFSOCK => NodeSpec::Special(Kind::Socket, 0),
             libc::S_IFCHR => NodeSpec::Special(Kind::CharDev, rdev),
             libc::S_IFBLK => NodeSpec::Special(Kind::BlockDev, rdev),
-            _ => return fail!(reply, "mknod", Error::Invalid(format!("file type {:o}", mode & libc::S_IFMT))),
+            _ => return fail!(reply, served, Error::Invalid(format!("file type {:o}", mode & libc::S_IFMT))),
         };
         let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), spec, mode);
-        reply!(reply, "mknod", result, |(attr, file)| {
+        reply!(reply, served, result, |(attr, file)| {
             if file.is_some() {
                 drop(file);
                 if let Err(e) = self.core().release(attr.ino) {
-                    return fail!(reply, "mknod", e);
+                    return fail!(reply, served, e);
                 }
             }
             self.publish_new_entry(self.ino(parent), name);
@@ -432,16 +486,18 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let served = self.counters.request(Op::Mkdir);
         let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::Dir, mode);
-        reply!(reply, "mkdir", result, |(a, _)| {
+        reply!(reply, served, result, |(a, _)| {
             self.publish_new_entry(self.ino(parent), name);
             self.entry(reply, &a)
         })
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let served = self.counters.request(Op::Unlink);
         let parent = self.ino(parent);
-        reply!(reply, "unlink", self.core().unlink(parent, name.as_bytes()), |ino| {
+        reply!(reply, served, self.core().unlink(parent, name.as_bytes()), |ino| {
             self.publish(|| {
                 vec![Change::Entry(parent, name.as_bytes().to_vec()), Change::Attr(parent), Change::Attr(ino)]
             });
@@ -450,17 +506,19 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let served = self.counters.request(Op::Rmdir);
         let parent = self.ino(parent);
-        reply!(reply, "rmdir", self.core().rmdir(parent, name.as_bytes()), |_v| {
+        reply!(reply, served, self.core().rmdir(parent, name.as_bytes()), |_v| {
             self.publish(|| vec![Change::Entry(parent, name.as_bytes().to_vec()), Change::Attr(parent)]);
             reply.ok()
         })
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let served = self.counters.request(Op::Symlink);
         let spec = NodeSpec::Symlink(target.as_os_str().as_bytes().to_vec());
         let result = self.core().make_node(caller(req), self.ino(parent), link_name.as_bytes(), spec, 0o777);
-        reply!(reply, "symlink", result, |(a, _)| {
+        reply!(reply, served, result, |(a, _)| {
             self.publish_new_entry(self.ino(parent), link_name);
             self.entry(reply, &a)
         })
@@ -476,6 +534,7 @@ impl fuser::Filesystem for VolumeFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let served = self.counters.request(Op::Rename);
         let mode = if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             RenameMode::Exchange
         } else if flags.contains(RenameFlags::RENAME_NOREPLACE) {
@@ -483,11 +542,11 @@ impl fuser::Filesystem for VolumeFs {
         } else if flags.is_empty() {
             RenameMode::Replace
         } else {
-            return fail!(reply, "rename", Error::Invalid(format!("rename flags {flags}")));
+            return fail!(reply, served, Error::Invalid(format!("rename flags {flags}")));
         };
         let (parent, newparent) = (self.ino(parent), self.ino(newparent));
         let result = self.core().rename(parent, name.as_bytes(), newparent, newname.as_bytes(), mode);
-        reply!(reply, "rename", result, |changed| {
+        reply!(reply, served, result, |changed| {
             self.publish(|| {
                 let mut changes = vec![
                     Change::Entry(parent, name.as_bytes().to_vec()),
@@ -503,9 +562,10 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let served = self.counters.request(Op::Link);
         let (ino, newparent) = (self.ino(ino), self.ino(newparent));
         let result = self.core().link(ino, newparent, newname.as_bytes());
-        reply!(reply, "link", result, |a| {
+        reply!(reply, served, result, |a| {
             self.publish(|| {
                 vec![Change::Entry(newparent, newname.as_bytes().to_vec()), Change::Attr(newparent), Change::Attr(ino)]
             });
@@ -514,11 +574,12 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let served = self.counters.request(Op::Open);
         let ino = self.ino(ino);
         let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let file = match self.core().open(ino) {
             Ok(f) => f,
-            Err(e) => return fail!(reply, "open", e),
+            Err(e) => return fail!(reply, served, e),
         };
         // Writes to a setuid/setgid file by an unprivileged caller must clear those bits, and
         // only writes the daemon sees can: such a handle does its I/O through the daemon.
@@ -555,7 +616,11 @@ impl fuser::Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        reply!(reply, "read", self.with_file(fh, |h| self.core().read(&h.file, offset, size)), |d| reply.data(&d))
+        let served = self.counters.request(Op::Read);
+        reply!(reply, served, self.with_file(fh, |h| self.core().read(&h.file, offset, size)), |d| {
+            VolumeCounters::add(&self.counters.read_bytes, d.len() as u64);
+            reply.data(&d)
+        })
     }
 
     fn write(
@@ -570,16 +635,21 @@ impl fuser::Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let served = self.counters.request(Op::Write);
         let result = self.with_file(fh, |h| {
             if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 self.core().write_kills_suidgid(h.ino)?;
             }
             self.core().write(&h.file, offset, data)
         });
-        reply!(reply, "write", result, |n| reply.written(n))
+        reply!(reply, served, result, |n| {
+            VolumeCounters::add(&self.counters.written_bytes, u64::from(n));
+            reply.written(n)
+        })
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _served = self.counters.request(Op::Flush);
         reply.ok();
     }
 
@@ -593,8 +663,9 @@ impl fuser::Filesystem for VolumeFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let served = self.counters.request(Op::Release);
         let Some((_, handle)) = self.handles.remove(&fh.0) else {
-            return fail!(reply, "release", Error::BadHandle(fh.0));
+            return fail!(reply, served, Error::BadHandle(fh.0));
         };
         let (ino, writable, passthrough) = (handle.ino, handle.writable, handle.backing.is_some());
         if passthrough {
@@ -609,16 +680,18 @@ impl fuser::Filesystem for VolumeFs {
         if writable {
             self.publish(|| vec![Change::Data(ino)]);
         }
-        reply!(reply, "release", self.core().release(ino), |_v| reply.ok())
+        reply!(reply, served, self.core().release(ino), |_v| reply.ok())
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let served = self.counters.request(Op::Fsync);
         let result = self.with_file(fh, |h| self.core().fsync(&h.file, datasync));
-        reply!(reply, "fsync", result, |_v| reply.ok())
+        reply!(reply, served, result, |_v| reply.ok())
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        reply!(reply, "readdir", self.listing(ino, offset), |entries| {
+        let served = self.counters.request(Op::Readdir);
+        reply!(reply, served, self.listing(ino, offset), |entries| {
             for e in entries {
                 if reply.add(self.kernel_ino(e.ino), e.offset, file_type(e.kind), OsStr::from_bytes(&e.name)) {
                     break;
@@ -629,7 +702,8 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        reply!(reply, "readdirplus", self.listing(ino, offset), |entries| {
+        let served = self.counters.request(Op::Readdirplus);
+        reply!(reply, served, self.listing(ino, offset), |entries| {
             for e in entries {
                 // An entry removed since the listing was read is skipped, as if read later.
                 let Ok(attr) = self.core().getattr(e.ino) else { continue };
@@ -650,13 +724,15 @@ impl fuser::Filesystem for VolumeFs {
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply!(reply, "fsyncdir", self.core().sync_metadata(), |_v| reply.ok())
+        let served = self.counters.request(Op::Fsyncdir);
+        reply!(reply, served, self.core().sync_metadata(), |_v| reply.ok())
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let served = self.counters.request(Op::Statfs);
         // The volume's record as it is now: a resize shows at once.
         let statfs = self.pool.volume(&self.volume.name).and_then(|v| self.core().statfs(&v));
-        reply!(reply, "statfs", statfs, |s| reply
+        reply!(reply, served, statfs, |s| reply
             .statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.bsize))
     }
 
@@ -670,32 +746,34 @@ impl fuser::Filesystem for VolumeFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let served = self.counters.request(Op::Setxattr);
         let mode = match flags {
             0 => XattrMode::Any,
             libc::XATTR_CREATE => XattrMode::Create,
             libc::XATTR_REPLACE => XattrMode::Replace,
-            _ => return fail!(reply, "setxattr", Error::Invalid(format!("setxattr flags {flags}"))),
+            _ => return fail!(reply, served, Error::Invalid(format!("setxattr flags {flags}"))),
         };
         let ino = self.ino(ino);
-        reply!(reply, "setxattr", self.core().setxattr(ino, name.as_bytes(), value, mode), |_v| {
+        reply!(reply, served, self.core().setxattr(ino, name.as_bytes(), value, mode), |_v| {
             self.publish(|| vec![Change::Attr(ino)]);
             reply.ok()
         })
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        reply!(reply, "getxattr", self.core().getxattr(self.ino(ino), name.as_bytes()), |v| reply_sized(
-            reply, &v, size
-        ))
+        let served = self.counters.request(Op::Getxattr);
+        reply!(reply, served, self.core().getxattr(self.ino(ino), name.as_bytes()), |v| reply_sized(reply, &v, size))
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply!(reply, "listxattr", self.core().listxattr(self.ino(ino)), |v| reply_sized(reply, &v, size))
+        let served = self.counters.request(Op::Listxattr);
+        reply!(reply, served, self.core().listxattr(self.ino(ino)), |v| reply_sized(reply, &v, size))
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let served = self.counters.request(Op::Removexattr);
         let ino = self.ino(ino);
-        reply!(reply, "removexattr", self.core().removexattr(ino, name.as_bytes()), |_v| {
+        reply!(reply, served, self.core().removexattr(ino, name.as_bytes()), |_v| {
             self.publish(|| vec![Change::Attr(ino)]);
             reply.ok()
         })
@@ -711,14 +789,15 @@ impl fuser::Filesystem for VolumeFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let served = self.counters.request(Op::Create);
         let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::File, mode);
         if result.is_ok() {
             self.publish_new_entry(self.ino(parent), name);
         }
         let (attr, file) = match result {
             Ok((attr, Some(file))) => (attr, file),
-            Ok(_) => return fail!(reply, "create", Error::Corrupt("create made no data file".into())),
-            Err(e) => return fail!(reply, "create", e),
+            Ok(_) => return fail!(reply, served, Error::Corrupt("create made no data file".into())),
+            Err(e) => return fail!(reply, served, e),
         };
         let fattr = self.file_attr(&attr);
         let _cutting = self.core().changing_data();
@@ -762,7 +841,9 @@ impl fuser::Filesystem for VolumeFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        let served = self.counters.request(Op::Ioctl);
         // No ioctls; isatty() and friends ask routinely.
+        served.failed(libc::ENOTTY);
         reply.error(Errno::ENOTTY);
     }
 
@@ -776,15 +857,17 @@ impl fuser::Filesystem for VolumeFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let served = self.counters.request(Op::Fallocate);
         let result = self.with_file(fh, |h| self.core().fallocate(&h.file, offset, length, mode).map(|()| h.ino));
-        reply!(reply, "fallocate", result, |ino| {
+        reply!(reply, served, result, |ino| {
             self.publish(|| vec![Change::Data(ino)]);
             reply.ok()
         })
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
-        reply!(reply, "lseek", self.with_file(fh, |h| self.core().lseek(&h.file, offset, whence)), |p| reply.offset(p))
+        let served = self.counters.request(Op::Lseek);
+        reply!(reply, served, self.with_file(fh, |h| self.core().lseek(&h.file, offset, whence)), |p| reply.offset(p))
     }
 
     fn copy_file_range(
@@ -800,6 +883,7 @@ impl fuser::Filesystem for VolumeFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let served = self.counters.request(Op::CopyFileRange);
         let result = self.with_file(fh_in, |src| {
             self.with_file(fh_out, |dst| {
                 // The kernel caps one reply at u32 bytes; copy no more than fits.
@@ -807,7 +891,9 @@ impl fuser::Filesystem for VolumeFs {
                 self.core().copy_file_range(&src.file, offset_in, &dst.file, offset_out, len).map(|n| (n, dst.ino))
             })
         });
-        reply!(reply, "copy_file_range", result, |(n, ino)| {
+        reply!(reply, served, result, |(n, ino)| {
+            VolumeCounters::add(&self.counters.read_bytes, n);
+            VolumeCounters::add(&self.counters.written_bytes, n);
             self.publish(|| vec![Change::Data(ino)]);
             reply.written(n as u32)
         })

@@ -11,10 +11,13 @@ pub mod error;
 pub mod fsck;
 pub mod fuse;
 pub mod meta;
+pub mod metrics;
 pub mod names;
 pub mod pool;
 pub mod projected;
+pub mod report;
 pub mod space;
+pub mod stats;
 
 pub use error::{Error, Result};
 pub use volfs_api::quantity;

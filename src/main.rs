@@ -38,7 +38,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the pool: every mount of it, and the control socket (runs in the foreground).
-    Serve,
+    Serve {
+        /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9750); off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
+    },
     /// Create, list, inspect and delete volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
@@ -71,6 +75,19 @@ enum Command {
     Project(ProjectCommand),
     /// List the mounts the daemon serves.
     Mounts,
+    /// FUSE requests served since the daemon started, by volume and operation, with their
+    /// service time; metadata commits.
+    Stats,
+    /// A live view of every volume: requests/s, bytes/s through the daemon, p99 service time,
+    /// usage against capacity. Ctrl-C ends it.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes.
+        #[arg(long, short = 'n')]
+        count: Option<u64>,
+    },
     /// Check every invariant of the pool; --repair reclaims leftovers of interrupted operations.
     Fsck {
         #[arg(long)]
@@ -141,8 +158,11 @@ fn main() -> ExitCode {
     // SAFETY: umask only changes this process's file creation mask.
     unsafe { libc::umask(0o077) };
     // fuser warns when it tries to unmount what `volfs umount` already unmounted.
-    let default =
-        if matches!(cli.command, Command::Serve) { "info,fjall=warn,lsm_tree=warn,fuser::mnt=error" } else { "warn" };
+    let default = if matches!(cli.command, Command::Serve { .. }) {
+        "info,fjall=warn,lsm_tree=warn,fuser::mnt=error"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -166,8 +186,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(socket_path(&pool, socket.as_deref()), ANSWER_WAIT);
     let ctx = Ctx { client, explicit_socket: socket, pool, json: cli.json };
     match cli.command {
-        Command::Serve => {
-            daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref())?;
+        Command::Serve { metrics_addr } => {
+            daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref(), metrics_addr.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume(VolumeCommand::Create { name, capacity, from_snapshot, from_volume }) => {
@@ -298,6 +318,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stats => {
+            let v = ctx.daemon_call(Request::Stats { snapshot_bytes: false })?;
+            ctx.print(&v, |v| match serde_json::from_value(v.clone()) {
+                Ok(stats) => print!("{}", volfs::report::stats_table(&stats)),
+                Err(e) => eprintln!("volfs: the daemon's figures did not parse: {e}"),
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { interval, count } => {
+            top(&ctx, interval, count)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fsck { repair } => {
             let v = ctx.request(Request::Fsck { repair }, OpenMode::Existing)?;
             ctx.print(&v, print_fsck);
@@ -411,6 +443,33 @@ fn view_name(m: &Value) -> String {
         Some(sub) if !sub.is_empty() => format!("{volume}:{sub}"),
         _ => volume.to_string(),
     }
+}
+
+/// `volfs top`: redraws the screen every `interval` seconds with the rates since the last one.
+fn top(ctx: &Ctx, interval: f64, count: Option<u64>) -> anyhow::Result<()> {
+    if !(0.1..=3600.0).contains(&interval) {
+        bail!("--interval {interval}: give between 0.1 and 3600 seconds");
+    }
+    let read = || -> anyhow::Result<volfs_api::PoolStats> {
+        Ok(serde_json::from_value(ctx.daemon_call(Request::Stats { snapshot_bytes: false })?)?)
+    };
+    let mut before = read()?;
+    let mut at = std::time::Instant::now();
+    let mut shown = 0;
+    while count.is_none_or(|n| shown < n) {
+        std::thread::sleep(Duration::from_secs_f64(interval));
+        let now = read()?;
+        let elapsed = at.elapsed();
+        at = std::time::Instant::now();
+        let clock = jiff::Timestamp::now().strftime("%H:%M:%S");
+        let title = format!("volfs top  pool {}  {clock} UTC  every {interval}s", ctx.pool.display());
+        // Home and clear, then the screen: a terminal shows only the newest.
+        print!("\x1b[H\x1b[2J{}", volfs::report::top_screen(&before, &now, elapsed, &title));
+        std::io::Write::flush(&mut std::io::stdout())?;
+        before = now;
+        shown += 1;
+    }
+    Ok(())
 }
 
 fn capacity_text(v: &Value) -> String {

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::stats::Histogram;
 
 /// A pool-wide inode number: the view it is seen through (a volume, or a snapshot of one) in
 /// the top 24 bits and the inode within that view's records below. A volume and its snapshots
@@ -481,6 +482,9 @@ pub struct Meta {
     /// that took ids commits, so the record only ever grows: transactions may commit in
     /// another order than they took their ids.
     ids_recorded: Mutex<u64>,
+    /// How long the store took to commit, and to make commits durable.
+    commit_latency: Histogram,
+    sync_latency: Histogram,
 }
 
 const NEXT_ID: &str = "next_id";
@@ -599,6 +603,8 @@ impl Meta {
             views: RwLock::default(),
             next_id: AtomicU64::new(0),
             ids_recorded: Mutex::new(0),
+            commit_latency: Histogram::default(),
+            sync_latency: Histogram::default(),
         };
         let next = meta.counter(NEXT_ID)?.max(FIRST_ID);
         meta.next_id = AtomicU64::new(next);
@@ -609,6 +615,16 @@ impl Meta {
 
     pub fn open(dir: &Path) -> Result<Self> {
         Meta::new(Box::new(FjallStore::open(dir)?))
+    }
+
+    /// Transactions committed since the pool opened, with the time each took.
+    pub fn commit_latency(&self) -> volfs_api::Latency {
+        self.commit_latency.snapshot()
+    }
+
+    /// Syncs that made commits durable, with the time each took.
+    pub fn sync_latency(&self) -> volfs_api::Latency {
+        self.sync_latency.snapshot()
     }
 
     fn load_views(&self) -> Result<()> {
@@ -675,7 +691,9 @@ impl Meta {
                 ops.push(Op::Put(Table::Counters, NEXT_ID.as_bytes().to_vec(), next.to_be_bytes().to_vec()));
             }
         }
+        let start = Instant::now();
         self.store.commit(ops)?;
+        self.commit_latency.observe(start.elapsed());
         if let Some((next, mut recorded)) = recorded {
             *recorded = next.max(*recorded);
         }
@@ -703,7 +721,9 @@ impl Meta {
         if self.synced.load(Ordering::SeqCst) >= committed {
             return Ok(());
         }
+        let start = Instant::now();
         self.store.sync()?;
+        self.sync_latency.observe(start.elapsed());
         self.synced.fetch_max(committed, Ordering::SeqCst);
         Ok(())
     }

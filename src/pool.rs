@@ -43,6 +43,8 @@ pub struct Pool {
     /// Whether the pool is known consistent (recovered, or closed cleanly before), so that
     /// closing it may mark it clean. An unrecovered pool after an unclean stop stays unclean.
     consistent: bool,
+    /// Whether opening it recovered from an unclean stop.
+    recovered: bool,
 }
 
 impl Pool {
@@ -69,6 +71,7 @@ impl Pool {
         }
         drop(_w);
         pool.consistent = true;
+        pool.recovered = !was_clean;
         Ok(pool)
     }
 
@@ -81,13 +84,18 @@ impl Pool {
         let data = DataStore::at(&dir.join("data"))?;
         let core = Core::new(dir, meta, data)?;
         let consistent = dir.join(CLEAN_MARK).exists();
-        Ok(Pool { dir: dir.to_path_buf(), core, lock, consistent })
+        Ok(Pool { dir: dir.to_path_buf(), core, lock, consistent, recovered: false })
     }
 
     /// Whether the pool was closed in order last time (and has not been opened for serving
     /// since): its usage records are then exact.
     pub fn closed_cleanly(&self) -> bool {
         self.dir.join(CLEAN_MARK).exists()
+    }
+
+    /// Whether this open recovered from an unclean stop (a crash or SIGKILL).
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     pub fn dir(&self) -> &Path {

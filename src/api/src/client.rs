@@ -141,4 +141,8 @@ impl Client {
     pub async fn list_mounts(&self) -> Result<Vec<MountInfo>, ApiError> {
         self.typed(&Request::ListMounts).await
     }
+
+    pub async fn stats(&self) -> Result<crate::PoolStats, ApiError> {
+        self.typed(&Request::Stats { snapshot_bytes: false }).await
+    }
 }

@@ -4,11 +4,14 @@
 
 mod client;
 mod error;
+pub mod metrics;
 mod names;
 pub mod quantity;
+mod stats;
 mod types;
 
 pub use client::{socket_path, Client, DEFAULT_SOCKET, SOCKET_RECORD};
 pub use error::{ApiError, ErrorKind};
 pub use names::VolumeName;
+pub use stats::{Latency, OpStats, PoolStats, VolumeStats, LATENCY_BOUNDS};
 pub use types::*;

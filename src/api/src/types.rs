@@ -76,6 +76,12 @@ pub enum Request {
         spec: SpecText,
     },
     ListMounts,
+    /// What the daemon has counted: requests by operation, bytes, usage (`PoolStats`). With
+    /// `snapshot_bytes`, also each snapshot's exclusive bytes (a walk of every inode).
+    Stats {
+        #[serde(default)]
+        snapshot_bytes: bool,
+    },
     Fsck {
         repair: bool,
     },
