@@ -259,3 +259,113 @@ fn top_shows_each_volume_live_in_a_terminal() {
     assert_eq!(idle_row[1], "0", "{screen}");
     assert_eq!(&idle_row[idle_row.len() - 3..], ["-", "-", "1"], "a volume without a capacity:\n{screen}");
 }
+
+/// The address `mountd serve --metrics-addr 127.0.0.1:0` bound, from its log.
+fn mountd_metrics(m: &common::mountd::Mountd) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = m.log();
+        if let Some(addr) = log.split("metrics at http://").nth(1).and_then(|rest| rest.split("/metrics").next()) {
+            return addr.to_string();
+        }
+        assert!(Instant::now() < deadline, "mountd names no metrics address: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One Docker volume-plugin call over its unix socket, as dockerd makes it.
+fn plugin_call(socket: &Path, call: &str, body: &str) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("the plugin socket");
+    write!(
+        stream,
+        "POST /{call} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mountd_counts_csi_rpcs_plugin_calls_volumes_and_claims() {
+    use mountd::csi::v1::controller_client::ControllerClient;
+    use mountd::csi::v1::identity_client::IdentityClient;
+    use mountd::csi::v1::volume_capability::access_mode::Mode;
+    use mountd::csi::v1::volume_capability::{AccessMode, AccessType, MountVolume};
+    use mountd::csi::v1::{CreateVolumeRequest, DeleteVolumeRequest, ProbeRequest, VolumeCapability};
+
+    let root = tempfile::Builder::new().prefix("vm").tempdir_in("/tmp").expect("temp dir");
+    let plugin = root.path().join("plugin.sock");
+    let m = common::mountd::Mountd::start_with_args(Some(plugin.clone()), vec!["--metrics-addr=127.0.0.1:0".into()]);
+    let addr = mountd_metrics(&m);
+    let text = scrape(&addr, "/metrics");
+    let series = |text: &str, method: &str, code: &str| {
+        find_sample(text, "mountd_csi_requests_total", &[("method", method), ("code", code)]).unwrap_or(0.0)
+    };
+    let before_probes = series(&text, "Probe", "OK");
+
+    let channel = mountd::client::connect(&m.csi_socket).await.expect("connecting to mountd");
+    let mut identity = IdentityClient::new(channel.clone());
+    let mut controller = ControllerClient::new(channel);
+    for _ in 0..3 {
+        identity.probe(ProbeRequest::default()).await.expect("Probe");
+    }
+    let refused = controller.create_volume(CreateVolumeRequest::default()).await;
+    assert_eq!(refused.expect_err("a nameless CreateVolume").code(), tonic::Code::InvalidArgument);
+    let created = controller
+        .create_volume(CreateVolumeRequest {
+            name: "pvc-m1".into(),
+            volume_capabilities: vec![VolumeCapability {
+                access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+                access_type: Some(AccessType::Mount(MountVolume::default())),
+            }],
+            ..CreateVolumeRequest::default()
+        })
+        .await
+        .expect("CreateVolume")
+        .into_inner();
+    let volume_id = created.volume.expect("a volume").volume_id;
+    controller.delete_volume(DeleteVolumeRequest { volume_id, ..Default::default() }).await.expect("DeleteVolume");
+    assert!(plugin_call(&plugin, "Plugin.Activate", "{}").contains("VolumeDriver"));
+    assert!(plugin_call(&plugin, "VolumeDriver.Get", r#"{"Name":"missing"}"#).contains("\"Err\":\""));
+
+    // Standalone mode: a claim bound to a volume provisioned for it, and a pod using it.
+    let manifests = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\nprovisioner: csi.volfs.io\n---\n\
+        apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: fast\n  resources: {requests: {storage: 64Mi}}\n---\n\
+        apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: unmet}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: \"\"\n  resources: {requests: {storage: 64Mi}}\n---\n\
+        apiVersion: v1\nkind: Pod\nmetadata: {name: app}\nspec:\n  containers:\n  - name: main\n    image: busybox:local\n    volumeMounts:\n    - {name: data, mountPath: /data}\n  volumes:\n  - name: data\n    persistentVolumeClaim: {claimName: data}\n";
+    let applied = m.client(&["apply", "-f", "-"], Some(manifests));
+    assert!(applied.status.success(), "apply: {}", String::from_utf8_lossy(&applied.stderr));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = scrape(&addr, "/metrics");
+        let published = find_sample(&text, "mountd_volumes", &[("state", "published")]).unwrap_or(0.0);
+        if published == 1.0 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    assert_eq!(series(&text, "Probe", "OK") - before_probes, 3.0);
+    assert_eq!(series(&text, "CreateVolume", "InvalidArgument"), 1.0);
+    assert_eq!(series(&text, "CreateVolume", "OK"), 1.0);
+    assert_eq!(series(&text, "DeleteVolume", "OK"), 1.0);
+    assert_eq!(sample(&text, "mountd_csi_request_duration_seconds_count", &[("method", "CreateVolume")]), 2.0);
+    assert_eq!(sample(&text, "mountd_docker_requests_total", &[("call", "Plugin.Activate"), ("code", "OK")]), 1.0);
+    assert_eq!(
+        sample(&text, "mountd_docker_requests_total", &[("call", "VolumeDriver.Get"), ("code", "NotFound")]),
+        1.0
+    );
+    assert_eq!(sample(&text, "mountd_standalone_claims", &[("phase", "Bound")]), 1.0);
+    assert_eq!(sample(&text, "mountd_standalone_claims", &[("phase", "Pending")]), 1.0);
+    assert_eq!(sample(&text, "mountd_standalone_volumes", &[("phase", "Bound")]), 1.0);
+    assert_eq!(sample(&text, "mountd_standalone_volumes", &[("phase", "Released")]), 0.0);
+    assert_eq!(sample(&text, "mountd_volumes", &[("state", "staged")]), 1.0);
+    assert_eq!(sample(&text, "mountd_volumes", &[("state", "published")]), 1.0, "the pod's volume:\n{text}");
+    assert_eq!(sample(&text, "mountd_docker_volumes", &[("state", "created")]), 0.0);
+    let families = parse_openmetrics(&text);
+    for family in ["mountd_csi_requests", "mountd_csi_request_duration_seconds", "mountd_standalone_claims"] {
+        assert!(families.iter().any(|f| f == family), "{family} missing from {families:?}");
+    }
+}

@@ -32,9 +32,27 @@ pub fn router(driver: Arc<Driver>) -> Router {
     Router::new().route("/{call}", post(handle)).with_state(driver)
 }
 
+/// The protocol's calls: the names requests are counted under.
+const CALLS: [&str; 9] = [
+    "Plugin.Activate",
+    "VolumeDriver.Capabilities",
+    "VolumeDriver.List",
+    "VolumeDriver.Create",
+    "VolumeDriver.Remove",
+    "VolumeDriver.Mount",
+    "VolumeDriver.Unmount",
+    "VolumeDriver.Path",
+    "VolumeDriver.Get",
+];
+
 async fn handle(AxumState(driver): AxumState<Arc<Driver>>, Path(call): Path<String>, body: Bytes) -> Response {
     tracing::debug!(call, bytes = body.len(), "docker plugin request");
-    let answer = match call.as_str() {
+    let start = std::time::Instant::now();
+    let Some(name) = CALLS.iter().find(|c| **c == call).copied() else {
+        driver.metrics.docker("unknown", tonic::Code::Unimplemented, start.elapsed());
+        return (StatusCode::NOT_FOUND, format!("{call} is not a volume plugin call")).into_response();
+    };
+    let answer = match name {
         "Plugin.Activate" => Ok(json!({ "Implements": ["VolumeDriver"] })),
         "VolumeDriver.Capabilities" => Ok(json!({ "Capabilities": { "Scope": "local" } })),
         "VolumeDriver.List" => list(&driver),
@@ -62,8 +80,10 @@ async fn handle(AxumState(driver): AxumState<Arc<Driver>>, Path(call): Path<Stri
             Ok(r) => get(&driver, &r.name).await,
             Err(e) => Err(e),
         },
-        _ => return (StatusCode::NOT_FOUND, format!("{call} is not a volume plugin call")).into_response(),
+        _ => unreachable!("every name in CALLS is answered"),
     };
+    let code = answer.as_ref().map_or_else(|e| e.code(), |_| tonic::Code::Ok);
+    driver.metrics.docker(name, code, start.elapsed());
     if let Err(e) = &answer {
         // Refusals are routine (Docker retries, or shows the message); failures are not.
         if matches!(e.code(), tonic::Code::Internal | tonic::Code::Unavailable) {

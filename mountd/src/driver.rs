@@ -20,6 +20,8 @@ pub struct Driver {
     pub inflight: InFlight,
     pub state_dir: PathBuf,
     pub max_volumes_per_node: i64,
+    /// Requests answered, for `--metrics-addr`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// The pid of the data plane last seen, to notice a restart.
     data_plane_pid: AtomicU32,
 }
@@ -33,6 +35,7 @@ impl Driver {
             inflight: InFlight::default(),
             state_dir,
             max_volumes_per_node: max_volumes,
+            metrics: Default::default(),
             data_plane_pid: AtomicU32::new(0),
         }
     }

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod error;
 pub mod identity;
 pub mod inflight;
+pub mod metrics;
 pub mod node;
 pub mod reconcile;
 pub mod records;

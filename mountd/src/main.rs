@@ -119,6 +119,9 @@ struct ServeArgs {
     /// The Docker daemon to use (docker's -H), when not the default.
     #[arg(long, value_name = "URL")]
     docker_host: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9751); off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 fn label(text: &str) -> Result<(String, String), String> {
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         runtime: args
             .runtime
             .map(|_| mountd::standalone::runtime::Docker { bin: args.docker_bin, host: args.docker_host }),
+        metrics_addr: args.metrics_addr,
     };
     match serve::run(config) {
         Ok(()) => ExitCode::SUCCESS,

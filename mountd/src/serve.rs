@@ -36,6 +36,8 @@ pub struct Config {
     pub node_labels: std::collections::HashMap<String, String>,
     /// Run pods' containers through Docker.
     pub runtime: Option<crate::standalone::runtime::Docker>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    pub metrics_addr: Option<String>,
 }
 
 /// How often a missing data plane is looked for (and started) again.
@@ -79,7 +81,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let api_socket = crate::standalone::api::socket_path(&config.state_dir);
         let api = bind(&api_socket)?;
         tokio::spawn(crate::standalone::api::serve(engine.clone(), api));
-        tokio::spawn(engine.run());
+        tokio::spawn(engine.clone().run());
+        if let Some(addr) = &config.metrics_addr {
+            let registry = driver.metrics.registry(driver.clone(), engine.clone());
+            let bound = volfs_api::metrics::serve(addr, Arc::new(registry))?;
+            tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
+        }
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -93,6 +100,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let csi = bind(&csi_socket)?;
         tracing::info!(endpoint = %config.csi_endpoint, node = %config.node_id, pool = %config.pool.display(), "serving CSI");
         let csi_server = tonic::transport::Server::builder()
+            .layer(crate::metrics::CsiLayer(driver.metrics.clone()))
             .add_service(IdentityServer::new(crate::identity::Identity::new(driver.clone())))
             .add_service(ControllerServer::new(crate::controller::Controller::new(driver.clone())))
             .add_service(NodeServer::new(crate::node::Node::new(driver.clone())))

@@ -60,7 +60,7 @@ fn volume_class(volume: &PersistentVolume) -> &str {
     volume.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()).unwrap_or("")
 }
 
-fn claim_phase(claim: &PersistentVolumeClaim) -> &str {
+pub fn claim_phase(claim: &PersistentVolumeClaim) -> &str {
     claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
 }
 
