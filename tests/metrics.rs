@@ -98,6 +98,21 @@ pub fn parse_openmetrics(text: &str) -> Vec<String> {
     String::from_utf8(out.stdout).expect("UTF-8").lines().map(str::to_string).collect()
 }
 
+/// Every series the Grafana dashboard (mountd/deploy/grafana/volfs.json) queries whose name
+/// starts with `prefix` must be one `text` holds: a renamed metric breaks the dashboard here.
+fn assert_dashboard_finds(text: &str, prefix: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("mountd/deploy/grafana/volfs.json");
+    let dashboard = fs::read_to_string(&path).expect("the dashboard");
+    serde_json::from_str::<serde_json::Value>(&dashboard).expect("the dashboard is JSON");
+    let names: std::collections::BTreeSet<&str> =
+        dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with(prefix)).collect();
+    assert!(names.len() >= 5, "the dashboard queries few {prefix} series: {names:?}");
+    for name in names {
+        let exported = text.lines().any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+        assert!(exported, "the dashboard queries {name}, which is not exported:\n{text}");
+    }
+}
+
 /// Reads a file with O_DIRECT, so that every byte comes from the daemon, not the page cache.
 fn read_direct(path: &Path) -> usize {
     let mut file = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path).expect("open");
@@ -186,6 +201,7 @@ fn metrics_move_as_the_workload_says() {
     // Label values are bounded: no file names or paths, whatever the workload named.
     let samples: Vec<&str> = after.lines().filter(|l| !l.starts_with('#')).collect();
     assert!(samples.iter().all(|l| !l.contains("f17") && !l.contains('/')), "a path or file name in a label:\n{after}");
+    assert_dashboard_finds(&after, "volfs_");
     let families = parse_openmetrics(&after);
     for family in ["volfs_fuse_requests", "volfs_fuse_request_duration_seconds", "volfs_volume_used_bytes"] {
         assert!(families.iter().any(|f| f == family), "{family} missing from {families:?}");
@@ -364,6 +380,7 @@ async fn mountd_counts_csi_rpcs_plugin_calls_volumes_and_claims() {
     assert_eq!(sample(&text, "mountd_volumes", &[("state", "staged")]), 1.0);
     assert_eq!(sample(&text, "mountd_volumes", &[("state", "published")]), 1.0, "the pod's volume:\n{text}");
     assert_eq!(sample(&text, "mountd_docker_volumes", &[("state", "created")]), 0.0);
+    assert_dashboard_finds(&text, "mountd_");
     let families = parse_openmetrics(&text);
     for family in ["mountd_csi_requests", "mountd_csi_request_duration_seconds", "mountd_standalone_claims"] {
         assert!(families.iter().any(|f| f == family), "{family} missing from {families:?}");
