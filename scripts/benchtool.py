@@ -29,7 +29,8 @@ TESTS = [
     ("meta-stat", "stat files"),
     ("meta-unlink", "unlink files"),
 ]
-TARGETS = ("native", "volfs")
+# The two sides a report compares, the baseline first (report --sides changes them).
+SIDES = ("native", "volfs")
 
 
 def save(path, value, unit):
@@ -110,12 +111,16 @@ def load_runs(results_dir, target, test):
 
 def report_options(args):
     """A report command's options: --json FILE, --meta KEY=VALUE (repeated), --note TEXT
-    (repeated). Returns the JSON path (or None), the meta dict and the notes."""
+    (repeated), --sides A,B (the two result directories compared, default native,volfs).
+    Returns the JSON path (or None), the meta dict and the notes; sets SIDES."""
+    global SIDES
     json_out, extra, notes = None, {}, []
     while args:
         a = args.pop(0)
         if a == "--json":
             json_out = args.pop(0)
+        elif a == "--sides":
+            SIDES = tuple(args.pop(0).split(","))
         elif a == "--meta":
             k, _, v = args.pop(0).partition("=")
             extra[k] = int(v) if v.isdigit() else v
@@ -132,7 +137,7 @@ def report(results_dir, args):
     counts = set()
     for test, label in TESTS:
         medians, runs, errors, unit = {}, {}, {}, ""
-        for t in TARGETS:
+        for t in SIDES:
             found = load_runs(results_dir, t, test)
             if not found:
                 continue
@@ -149,10 +154,10 @@ def report(results_dir, args):
             counts.add(len(ok))
         if not runs:
             continue
-        native, volfs = medians.get("native"), medians.get("volfs")
-        ratio = volfs / native if native and volfs is not None else None
+        base, other = medians.get(SIDES[0]), medians.get(SIDES[1])
+        ratio = other / base if base and other is not None else None
         row = {"test": test, "label": label, "unit": unit,
-               "native": native, "volfs": volfs, "ratio": ratio, "runs": runs}
+               SIDES[0]: base, SIDES[1]: other, "ratio": ratio, "runs": runs}
         for t in runs:
             ok = [v for v in runs[t] if v is not None]
             if ok:
@@ -168,17 +173,17 @@ def report(results_dir, args):
             return "error" if target in row.get("errors", {}) else "-"
         return "%.0f" % v if v >= 100 else "%.1f" % v
 
-    print("%-30s %-8s %12s %12s %7s" % ("test", "unit", "native", "volfs", "ratio"))
+    print("%-30s %-8s %12s %12s %7s" % ("test", "unit", SIDES[0], SIDES[1], "ratio"))
     print("-" * 73)
     for r in rows:
         ratio = "-" if r["ratio"] is None else "%.2fx" % r["ratio"]
-        print("%-30s %-8s %12s %12s %7s" % (r["label"], r["unit"], num(r, "native"), num(r, "volfs"), ratio))
+        print("%-30s %-8s %12s %12s %7s" % (r["label"], r["unit"], num(r, SIDES[0]), num(r, SIDES[1]), ratio))
     if rows:
         if len(counts) == 1:
             n = "%d run%s" % (max(counts), "" if max(counts) == 1 else "s")
         else:
             n = "%d-%d runs (failed runs left out)" % (min(counts), max(counts))
-        print("median of %s per side, native and volfs alternating; ratio = volfs / native" % n)
+        print("median of %s per side, %s and %s alternating; ratio = %s / %s" % (n, SIDES[0], SIDES[1], SIDES[1], SIDES[0]))
     for r in rows:
         for t, errs in sorted(r.get("errors", {}).items()):
             for e in errs:

@@ -150,12 +150,12 @@ vf_cleanup() {
 	exit "$rc"
 }
 
-# vf_start_daemon: start `volfs serve` for this run's pool in the background and wait for it
-# to answer. Sets VF_DAEMON_PID; its log goes to $VF_TMP/serve.log.
+# vf_start_daemon [SERVE FLAGS...]: start `volfs serve` for this run's pool in the background
+# and wait for it to answer. Sets VF_DAEMON_PID; its log goes to $VF_TMP/serve.log.
 vf_start_daemon() {
 	vf_tmp
 	vf_require_volfs
-	"$VOLFS" serve --pool "$VF_POOL" >>"$VF_TMP/serve.log" 2>&1 &
+	"$VOLFS" serve --pool "$VF_POOL" "$@" >>"$VF_TMP/serve.log" 2>&1 &
 	VF_DAEMON_PID=$!
 	local i
 	for i in $(seq 100); do

@@ -317,13 +317,14 @@ impl Service {
     /// alone holds (a walk of every inode, so only when asked).
     pub fn stats(&self, snapshot_bytes: bool) -> Result<PoolStats, ApiError> {
         let mounts = self.mount_list();
-        let exclusive: HashMap<String, u64> = match snapshot_bytes {
+        let core = self.pool.core();
+        let all = core.meta().volumes()?;
+        let exclusive: HashMap<String, u64> = match snapshot_bytes && all.iter().any(|v| v.is_snapshot()) {
             true => self.pool.snapshots(None)?.into_iter().map(|s| (s.name, s.exclusive_bytes)).collect(),
             false => HashMap::new(),
         };
-        let core = self.pool.core();
         let mut volumes = Vec::new();
-        for v in core.meta().volumes()? {
+        for v in all {
             let (volume, snapshot) = match &v.snapshot_of {
                 Some(of) => (of.clone(), v.name.split_once('@').map(|(_, s)| s.to_string())),
                 None => (v.name.clone(), None),
