@@ -96,12 +96,13 @@ run() {
 	python3 "$tool" meta "$mnt/meta" "$files" "$results/$side" "$n"
 	rm -rf "$mnt/meta"
 	if [[ $side == on ]]; then
-		local addr start
-		addr=$(metrics_address)
-		start=$(date +%s%N)
-		python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
-			"http://$addr/metrics" >"$VF_TMP/scrape.txt"
-		scrape_ms=$((($(date +%s%N) - start) / 1000000))
+		# One timed scrape: the body to a file, the milliseconds it took to stdout.
+		scrape_ms=$(python3 -c 'import sys, time, urllib.request
+start = time.perf_counter()
+body = urllib.request.urlopen(sys.argv[1]).read()
+took = time.perf_counter() - start
+open(sys.argv[2], "wb").write(body)
+print("%.1f" % (took * 1000))' "http://$(metrics_address)/metrics" "$VF_TMP/scrape.txt")
 		kill "$scraper" 2>/dev/null || true
 		wait "$scraper" 2>/dev/null || true
 		scraper=""

@@ -84,6 +84,15 @@ impl Mounted {
     }
 }
 
+/// When the daemon started (unix seconds), how long opening the pool took, and whether that
+/// recovered from an unclean stop.
+#[derive(Clone, Copy, Default)]
+struct Start {
+    unix: f64,
+    seconds: f64,
+    recovered: bool,
+}
+
 /// Answers control requests against one open pool.
 pub struct Service {
     pool: Arc<Pool>,
@@ -97,8 +106,7 @@ pub struct Service {
     coherence: Arc<Coherence>,
     next_session: AtomicU64,
     counters: Counters,
-    /// When the daemon started, how long opening the pool took, whether it recovered.
-    started: (f64, f64, bool),
+    start: Start,
 }
 
 impl Service {
@@ -112,7 +120,7 @@ impl Service {
             coherence: Arc::new(Coherence::new()),
             next_session: AtomicU64::new(1),
             counters: Counters::default(),
-            started: (0.0, 0.0, false),
+            start: Start::default(),
         }
     }
 
@@ -351,7 +359,7 @@ impl Service {
             volumes.push(stats);
         }
         volumes.sort_by_key(VolumeStats::name);
-        let (started_unix, start_seconds, recovered) = self.started;
+        let Start { unix: started_unix, seconds: start_seconds, recovered } = self.start;
         Ok(PoolStats {
             started_unix,
             start_seconds,
@@ -594,7 +602,7 @@ pub fn serve(pool_dir: &Path, socket: Option<&Path>, metrics_addr: Option<&str>)
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     std::fs::write(&record, socket.as_os_str().as_encoded_bytes())?;
     let mut service = Service::new(pool, true);
-    service.started = (started_unix, start_seconds, recovered);
+    service.start = Start { unix: started_unix, seconds: start_seconds, recovered };
     let service = Arc::new(service);
     if let Some(addr) = metrics_addr {
         let bound = crate::metrics::serve(addr, service.clone())?;
