@@ -8,7 +8,9 @@
 #   run the page cache is written back and dropped (sync; drop_caches), so no run inherits
 #   dirty pages from the one before.
 #   metadata (scripts/benchtool.py meta): create, stat and unlink of small files, each run in
-#   a fresh directory, after sync and drop_caches; the side that goes first alternates.
+#   a fresh directory, after sync and drop_caches; the side that goes first alternates. On
+#   the volfs side each phase also reports the FUSE requests the daemon served per file, by
+#   operation (from `volfs stats`): a figure that does not depend on the machine's noise.
 # Prints a table (test, unit, native median, volfs median, ratio = volfs / native).
 #
 # Usage: scripts/bench.sh [--json FILE] [--repeat N] [--runtime SECONDS] [--size SIZE]
@@ -138,7 +140,10 @@ if [[ " $only " == *" meta "* ]]; then
 			dir="${dirs[$target]}/meta.$run"
 			drop_caches
 			printf '  %-17s run %d/%d  %-7s' metadata "$run" "$repeat" "$target"
-			python3 "$tool" meta "$dir" "$files" "$results/$target" "$run" ||
+			# The volfs side also counts the FUSE requests each phase took (`volfs stats`).
+			counted=()
+			[[ $target == volfs && -z ${VOLFS_TEST_DIR:-} ]] && counted=(BENCH_VOLFS="$VOLFS --pool $VF_POOL" BENCH_VOLUME=bench)
+			env "${counted[@]}" python3 "$tool" meta "$dir" "$files" "$results/$target" "$run" ||
 				failed+=("metadata on $target (run $run)")
 			rm -rf "$dir"
 		done

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Helpers for scripts/bench.sh.
 
-    benchtool.py meta DIR FILES OUT_DIR RUN  create, stat and unlink FILES 4 KiB files in DIR
+    benchtool.py meta DIR FILES OUT_DIR RUN  create, stat and unlink FILES 4 KiB files in DIR;
+                                             with BENCH_VOLFS ("volfs --pool POOL") and
+                                             BENCH_VOLUME set, also the FUSE requests the
+                                             daemon served per file in each phase
     benchtool.py fio TEST FIO.json OUT.json  pull the number that matters out of fio's JSON
-    benchtool.py report RESULTS_DIR [--json FILE] [--meta k=v ...]
+    benchtool.py report RESULTS_DIR [--json FILE] [--meta k=v ...] [--sides A,B]
                                              table of native vs volfs medians, optional JSON
                                              file with the medians and every run
 
@@ -15,6 +18,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 
@@ -26,8 +30,11 @@ TESTS = [
     ("rand-read-4", "4 KiB rand read, 4 jobs"),
     ("rand-write-fsync", "4 KiB rand write, end_fsync"),
     ("meta-create", "create 4 KiB files"),
+    ("meta-create-requests", "  FUSE requests per create"),
     ("meta-stat", "stat files"),
+    ("meta-stat-requests", "  FUSE requests per stat"),
     ("meta-unlink", "unlink files"),
+    ("meta-unlink-requests", "  FUSE requests per unlink"),
 ]
 # The two sides a report compares, the baseline first (report --sides changes them).
 SIDES = ("native", "volfs")
@@ -38,34 +45,57 @@ def save(path, value, unit):
         json.dump({"value": value, "unit": unit}, f)
 
 
+def served_requests():
+    """{operation: requests} the volfs daemon has served on BENCH_VOLUME, from `volfs stats`;
+    None when BENCH_VOLFS is not set (the native side)."""
+    volfs, volume = os.environ.get("BENCH_VOLFS"), os.environ.get("BENCH_VOLUME")
+    if not volfs or not volume:
+        return None
+    out = subprocess.run(volfs.split() + ["stats", "--json"], capture_output=True, check=True).stdout
+    for v in json.loads(out)["volumes"]:
+        if v["volume"] == volume and v.get("snapshot") is None:
+            return {r["op"]: sum(r["latency"]["buckets"]) for r in v["requests"]}
+    return {}
+
+
 def meta(directory, files, out_dir, run):
     files = int(files)
     data = b"\xa5" * 4096
     names = [os.path.join(directory, "f%06d" % i) for i in range(files)]
     os.makedirs(directory, exist_ok=True)
 
-    start = time.perf_counter()
-    for name in names:
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.write(fd, data)
-        os.close(fd)
-    create = time.perf_counter() - start
+    def create():
+        for name in names:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
 
-    start = time.perf_counter()
-    for name in names:
-        os.stat(name)
-    stat = time.perf_counter() - start
+    def stat():
+        for name in names:
+            os.stat(name)
 
-    start = time.perf_counter()
-    for name in names:
-        os.unlink(name)
-    unlink = time.perf_counter() - start
+    def unlink():
+        for name in names:
+            os.unlink(name)
 
-    shown = []
-    for phase, secs in (("create", create), ("stat", stat), ("unlink", unlink)):
+    shown, requests = [], []
+    for phase, work in (("create", create), ("stat", stat), ("unlink", unlink)):
+        before = served_requests()
+        start = time.perf_counter()
+        work()
+        secs = time.perf_counter() - start
         save(os.path.join(out_dir, "meta-%s.%s.json" % (phase, run)), files / secs, "files/s")
         shown.append("%s %9.0f" % (phase, files / secs))
+        if before is not None:
+            after = served_requests()
+            moved = {op: n - before.get(op, 0) for op, n in after.items() if n > before.get(op, 0)}
+            save(os.path.join(out_dir, "meta-%s-requests.%s.json" % (phase, run)),
+                 sum(moved.values()) / files, "req/file")
+            requests.append("%s: %s" % (phase, ", ".join(
+                "%s %.2f" % (op, n / files) for op, n in sorted(moved.items(), key=lambda kv: -kv[1]))))
     print("  ".join(shown) + " files/s")
+    for line in requests:
+        print("      requests per file, %s" % line)
 
 
 def fio(test, fio_json, out):
