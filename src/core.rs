@@ -21,11 +21,13 @@ use crate::names::check_component;
 use crate::space::allocated_total;
 
 mod accounting;
+pub mod acl;
 mod io;
 mod overlay;
 
 pub use accounting::Account;
 use accounting::DirectWrites;
+use acl::Acl;
 pub use io::OpenFile;
 use io::IO_LOCKS;
 pub use overlay::CHUNK;
@@ -37,15 +39,17 @@ pub const BLOCK_SIZE: u32 = 4096;
 /// The largest xattr value the kernel passes (XATTR_SIZE_MAX).
 const XATTR_SIZE_MAX: usize = 65_536;
 
-/// Who asks: ownership of new inodes comes from here.
+/// Who asks: ownership of new inodes comes from here, and the umask their mode loses when
+/// the parent directory has no default ACL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    pub umask: u32,
 }
 
 impl Caller {
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0, umask: 0 };
 }
 
 /// The attributes of an inode, as `stat` shows them.
@@ -356,6 +360,26 @@ impl Core {
         };
         let mut txn = Txn::default();
         let ino = Ino::new(parent.view(), self.meta.alloc_id(&mut txn));
+        let default_acl = match kind {
+            Kind::Symlink => None,
+            _ => self.meta.xattr(parent, acl::DEFAULT)?,
+        };
+        match default_acl {
+            // The parent's default ACL takes the umask's place (posix_acl_create).
+            Some(default) => {
+                let mut inherited = Acl::parse(&default)
+                    .map_err(|e| Error::Corrupt(format!("default ACL of directory {}: {e}", parent.0)))?;
+                let (mode, needs_acl) = inherited.create(perm);
+                perm = mode;
+                if needs_acl {
+                    txn.put_xattr(ino, acl::ACCESS, &inherited.to_xattr());
+                }
+                if kind == Kind::Dir {
+                    txn.put_xattr(ino, acl::DEFAULT, &default);
+                }
+            }
+            None => perm &= !caller.umask,
+        }
         let mut inode = Inode {
             volume: dir.volume,
             kind,
@@ -780,8 +804,16 @@ impl Core {
         }
         let _w = self.lock();
         let mut inode = self.inode(ino)?;
+        let mut txn = Txn::default();
         if let Some(mode) = set.mode {
             inode.perm = mode & 0o7777;
+            // The access ACL follows the mode (posix_acl_chmod).
+            if let Some(value) = self.meta.xattr(ino, acl::ACCESS)? {
+                let mut access =
+                    Acl::parse(&value).map_err(|e| Error::Corrupt(format!("access ACL of inode {}: {e}", ino.0)))?;
+                access.chmod(inode.perm);
+                txn.put_xattr(ino, acl::ACCESS, &access.to_xattr());
+            }
         }
         if set.kill_suidgid && inode.kind != Kind::Dir {
             inode.perm = kill_suidgid(inode.perm);
@@ -805,7 +837,6 @@ impl Core {
             }
         }
         inode.ctime = Timestamp::now();
-        let mut txn = Txn::default();
         txn.put_inode(ino, &inode);
         self.meta.commit(txn)?;
         self.attr_of(ino, &inode)
@@ -837,17 +868,48 @@ impl Core {
         }
         let _w = self.lock();
         let mut inode = self.inode(ino)?;
-        let exists = self.meta.xattr(ino, name)?.is_some();
-        match (mode, exists) {
-            (XattrMode::Create, true) => return Err(Error::Exists(lossy(name))),
-            (XattrMode::Replace, false) => return Err(Error::NoAttr),
-            _ => {}
+        let mut txn = Txn::default();
+        if name == acl::ACCESS || name == acl::DEFAULT {
+            // As in the kernel, an ACL is set whatever the flags say.
+            self.set_acl(&mut txn, ino, &mut inode, name, value)?;
+        } else {
+            let exists = self.meta.xattr(ino, name)?.is_some();
+            match (mode, exists) {
+                (XattrMode::Create, true) => return Err(Error::Exists(lossy(name))),
+                (XattrMode::Replace, false) => return Err(Error::NoAttr),
+                _ => {}
+            }
+            txn.put_xattr(ino, name, value);
         }
         inode.ctime = Timestamp::now();
-        let mut txn = Txn::default();
-        txn.put_xattr(ino, name, value);
         txn.put_inode(ino, &inode);
         self.meta.commit(txn)
+    }
+
+    /// Sets an access or default ACL. An access ACL sets the mode's permission bits, and is
+    /// not stored when the mode says all it says (posix_acl_update_mode).
+    fn set_acl(&self, txn: &mut Txn, ino: Ino, inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<()> {
+        match inode.kind {
+            Kind::Symlink => return Err(Error::NotSupported("ACLs on a symbolic link".into())),
+            Kind::Dir => {}
+            _ if name == acl::DEFAULT => {
+                return Err(Error::Invalid(format!("inode {} is not a directory; only they have default ACLs", ino.0)))
+            }
+            _ => {}
+        }
+        let parsed = Acl::parse(value)?;
+        if name == acl::DEFAULT {
+            txn.put_xattr(ino, name, &parsed.to_xattr());
+            return Ok(());
+        }
+        let (mode, equivalent) = parsed.mode(inode.perm);
+        inode.perm = mode;
+        if equivalent {
+            txn.delete_xattr(ino, name);
+        } else {
+            txn.put_xattr(ino, name, &parsed.to_xattr());
+        }
+        Ok(())
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
@@ -872,6 +934,10 @@ impl Core {
         let _w = self.lock();
         let mut inode = self.inode(ino)?;
         if self.meta.xattr(ino, name)?.is_none() {
+            // Removing an ACL there is not is no error, as on ext4: the mode stands alone.
+            if name == acl::ACCESS || name == acl::DEFAULT {
+                return Ok(());
+            }
             return Err(Error::NoAttr);
         }
         inode.ctime = Timestamp::now();

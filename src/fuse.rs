@@ -145,8 +145,9 @@ fn file_type(kind: Kind) -> FileType {
     }
 }
 
-fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+/// The kernel leaves the umask to us (DONT_MASK): a parent's default ACL replaces it.
+fn caller(req: &Request, umask: u32) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid(), umask }
 }
 
 fn time_set(t: TimeOrNow) -> TimeSet {
@@ -359,12 +360,16 @@ impl VolumeFs {
 impl fuser::Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // AUTO_INVAL_DATA: a file's cached pages go when its size or mtime changes, which is
-        // how another mount's writes reach this one in daemon-served I/O.
+        // how another mount's writes reach this one in daemon-served I/O. POSIX_ACL: the kernel
+        // enforces the access ACLs it reads through getxattr; the core applies default ACLs
+        // and the umask on create (DONT_MASK) and keeps mode and ACL in step.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_AUTO_INVAL_DATA
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         let _ = config.add_capabilities(wanted & config.capabilities());
         if self.options.passthrough {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
@@ -453,16 +458,7 @@ impl fuser::Filesystem for VolumeFs {
         reply!(reply, served, self.core().readlink(self.ino(ino)), |t| reply.data(&t))
     }
 
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        _umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let served = self.counters.request(Op::Mknod);
         let spec = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => NodeSpec::File,
@@ -472,7 +468,7 @@ impl fuser::Filesystem for VolumeFs {
             libc::S_IFBLK => NodeSpec::Special(Kind::BlockDev, rdev),
             _ => return fail!(reply, served, Error::Invalid(format!("file type {:o}", mode & libc::S_IFMT))),
         };
-        let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), spec, mode);
+        let result = self.core().make_node(caller(req, umask), self.ino(parent), name.as_bytes(), spec, mode);
         reply!(reply, served, result, |(attr, file)| {
             if file.is_some() {
                 drop(file);
@@ -485,9 +481,9 @@ impl fuser::Filesystem for VolumeFs {
         })
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let served = self.counters.request(Op::Mkdir);
-        let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::Dir, mode);
+        let result = self.core().make_node(caller(req, umask), self.ino(parent), name.as_bytes(), NodeSpec::Dir, mode);
         reply!(reply, served, result, |(a, _)| {
             self.publish_new_entry(self.ino(parent), name);
             self.entry(reply, &a)
@@ -517,7 +513,7 @@ impl fuser::Filesystem for VolumeFs {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let served = self.counters.request(Op::Symlink);
         let spec = NodeSpec::Symlink(target.as_os_str().as_bytes().to_vec());
-        let result = self.core().make_node(caller(req), self.ino(parent), link_name.as_bytes(), spec, 0o777);
+        let result = self.core().make_node(caller(req, 0), self.ino(parent), link_name.as_bytes(), spec, 0o777);
         reply!(reply, served, result, |(a, _)| {
             self.publish_new_entry(self.ino(parent), link_name);
             self.entry(reply, &a)
@@ -785,12 +781,12 @@ impl fuser::Filesystem for VolumeFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
         let served = self.counters.request(Op::Create);
-        let result = self.core().make_node(caller(req), self.ino(parent), name.as_bytes(), NodeSpec::File, mode);
+        let result = self.core().make_node(caller(req, umask), self.ino(parent), name.as_bytes(), NodeSpec::File, mode);
         if result.is_ok() {
             self.publish_new_entry(self.ino(parent), name);
         }

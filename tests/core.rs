@@ -15,7 +15,7 @@ use volfs::meta::{DataId, Ino, Kind, Volume};
 use volfs::names::VolumeName;
 use volfs::pool::{OpenMode, Pool};
 
-const USER: Caller = Caller { uid: 1000, gid: 1000 };
+const USER: Caller = Caller { uid: 1000, gid: 1000, umask: 0 };
 
 /// A pool in a temporary directory with one volume, `v`.
 struct Fixture {
@@ -695,7 +695,7 @@ fn setgid_directories_pass_on_their_group() {
     // Without setgid, the caller's group.
     let (plain, _) = core.make_node(USER, root, b"plain", NodeSpec::Dir, 0o755).unwrap();
     assert_eq!((plain.gid, plain.perm), (1000, 0o755));
-    let other = Caller { uid: 5, gid: 6 };
+    let other = Caller { uid: 5, gid: 6, umask: 0 };
     let (o, _) = core.make_node(other, plain.ino, b"o", NodeSpec::Dir, 0o755).unwrap();
     assert_eq!((o.uid, o.gid), (5, 6));
     fx.assert_clean();

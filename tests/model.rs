@@ -38,7 +38,7 @@ const XATTRS: [&str; 2] = ["user.x", "trusted.y"];
 const TARGETS: [&str; 3] = ["a", "../b/c", "/elsewhere"];
 const PERMS: [u32; 5] = [0o644, 0o755, 0o2775, 0o4711, 0o1700];
 const CALLERS: [Caller; 3] =
-    [Caller { uid: 1000, gid: 1000 }, Caller { uid: 0, gid: 0 }, Caller { uid: 1001, gid: 50 }];
+    [Caller { uid: 1000, gid: 1000, umask: 0 }, Caller::ROOT, Caller { uid: 1001, gid: 50, umask: 0 }];
 const UIDS: [u32; 3] = [0, 1000, 1001];
 const GIDS: [Option<u32>; 3] = [None, Some(0), Some(50)];
 /// The volume every case starts with.
