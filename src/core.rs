@@ -203,7 +203,8 @@ impl Core {
         let space = DashMap::new();
         for volume in meta.volumes()? {
             let used = meta.usage(volume.id)?.bytes;
-            space.insert(volume.id, Account { capacity: volume.capacity, used, reserved: 0 });
+            let inodes = volume.inode_limit();
+            space.insert(volume.id, Account { capacity: volume.capacity, used, reserved: 0, inodes });
         }
         let block = statvfs(pool_dir)?.f_bsize.max(512);
         Ok(Core {
@@ -347,6 +348,7 @@ impl Core {
         if self.meta.dirent(parent, name)?.is_some() {
             return Err(Error::Exists(lossy(name)));
         }
+        self.check_inode_room(dir.volume)?;
         let now = Timestamp::now();
         let kind = spec.kind();
         let mut perm = perm & 0o7777;

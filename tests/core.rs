@@ -30,7 +30,7 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("pool");
         let pool = Pool::open(&dir, OpenMode::CreateIfMissing).unwrap();
-        let vol = pool.create_volume(&VolumeName::parse("v").unwrap(), 0).unwrap();
+        let vol = pool.create_volume(&VolumeName::parse("v").unwrap(), 0, None).unwrap();
         Fixture { _tmp: tmp, dir, pool, vol }
     }
 
@@ -450,7 +450,7 @@ fn link_adds_names_to_one_inode() {
 fn links_and_renames_do_not_cross_volumes() {
     let fx = Fixture::new();
     let core = fx.core();
-    let other = fx.pool.create_volume(&VolumeName::parse("other").unwrap(), 0).unwrap();
+    let other = fx.pool.create_volume(&VolumeName::parse("other").unwrap(), 0, None).unwrap();
     let f = fx.file(fx.root(), "f");
     fx.dir(fx.root(), "d");
     fx.file(other.root, "g");
@@ -1132,7 +1132,7 @@ fn a_pool_has_one_opener_at_a_time() {
     std::fs::write(tmp.path().join("junk"), b"x").unwrap();
     assert_eq!(pool_errno(Pool::open(tmp.path(), OpenMode::CreateIfMissing)), libc::EINVAL);
     let name = VolumeName::parse("v").unwrap();
-    assert_eq!(errno(fx.pool.create_volume(&name, 0)), libc::EEXIST);
+    assert_eq!(errno(fx.pool.create_volume(&name, 0, None)), libc::EEXIST);
 }
 
 #[test]
@@ -1227,11 +1227,11 @@ fn fsck_detects_a_missing_data_file() {
 fn deleting_a_volume_removes_everything_in_it() {
     let fx = Fixture::new();
     let core = fx.core();
-    let keep = fx.pool.create_volume(&VolumeName::parse("keep").unwrap(), 0).unwrap();
+    let keep = fx.pool.create_volume(&VolumeName::parse("keep").unwrap(), 0, None).unwrap();
     let kept = fx.file(keep.root, "kept");
     fx.write(kept, 0, b"kept");
 
-    let doomed = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0).unwrap();
+    let doomed = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0, None).unwrap();
     let d = fx.dir(doomed.root, "d");
     let e = fx.dir(d, "e");
     let f = fx.file(e, "f");
@@ -1265,7 +1265,7 @@ fn deleting_a_volume_removes_everything_in_it() {
     assert_eq!(report.volumes, 2);
     // The other volumes are untouched, and the name can be used again, for an empty volume.
     assert_eq!(fx.read(kept), b"kept");
-    let again = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0).unwrap();
+    let again = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0, None).unwrap();
     assert!(again.id != doomed.id && again.root != doomed.root);
     assert!(fx.names(again.root).is_empty());
     let names: Vec<String> = fx.pool.volumes().unwrap().into_iter().map(|v| v.name).collect();
