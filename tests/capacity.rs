@@ -365,3 +365,60 @@ fn resizes_and_clones_keep_the_inodes_a_volume_holds() {
     common::assert_fails_naming(&out, "clone with too few inodes", &["65 inodes"]);
     fsck_clean(&pool);
 }
+
+/// setxattr's outcome: "ok" or the errno's text.
+fn try_setxattr(path: &Path, name: &str, len: usize) -> String {
+    let (c, n) = (common::cpath(path), std::ffi::CString::new(name).unwrap());
+    let value = vec![b'v'; len];
+    // SAFETY: valid C strings and a buffer of `len` bytes.
+    match cvt(unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), len, 0) }) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The same setxattr calls on a file on ext4 (the root file system, with mke2fs's defaults)
+/// and on a volfs file: one value up to the block's room, many small ones until the inode is
+/// full, over-long names and values, and room again after a remove.
+#[test]
+fn an_inode_holds_as_many_xattrs_as_on_ext4() {
+    let run = |dir: &Path| -> Vec<String> {
+        let f = dir.join("x");
+        File::create(&f).unwrap();
+        let mut out = Vec::new();
+        for len in [4040, 4044, 65536, 65537] {
+            out.push(try_setxattr(&f, "user.x", len));
+        }
+        out.push(try_setxattr(&f, &format!("user.{}", "n".repeat(251)), 1));
+        let mut n = 0;
+        let stopped = loop {
+            match try_setxattr(&f, &format!("user.k{n:03}"), 4) {
+                r if r == "ok" => n += 1,
+                r => break r,
+            }
+        };
+        out.push(format!("{n} small values, then {stopped}"));
+        fs::remove_file(&f).unwrap();
+        File::create(&f).unwrap();
+        for name in ["user.a", "user.b"] {
+            out.push(try_setxattr(&f, name, 2000));
+        }
+        out.push(try_setxattr(&f, "user.c", 100));
+        let c = std::ffi::CString::new("user.a").unwrap();
+        // SAFETY: valid C strings.
+        cvt(unsafe { libc::lremovexattr(common::cpath(&f).as_ptr(), c.as_ptr()) }).unwrap();
+        out.push(try_setxattr(&f, "user.c", 100));
+        out
+    };
+    let native = tempfile::tempdir_in("/tmp").unwrap();
+    let want = run(native.path());
+    assert_eq!(want[0], "ok");
+    assert_eq!(want[1], std::io::Error::from_raw_os_error(libc::ENOSPC).to_string(), "ext4 here has 4 KiB blocks");
+    let pool = TestPool::new();
+    for capacity in [None, Some("1Gi")] {
+        let name = if capacity.is_some() { "daemon-io" } else { "passthrough" };
+        pool.create_volume(name, capacity);
+        let m = pool.mount(name, MountOpts::default());
+        assert_eq!(run(m.path()), want, "{name}: volfs (left) and ext4 (right)");
+    }
+}
