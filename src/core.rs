@@ -864,7 +864,9 @@ impl Core {
         Ok(out)
     }
 
-    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+    /// Sets an xattr. `kill_sgid`: an access ACL set here also clears setgid, as the kernel
+    /// asks when the caller is neither in the file's group nor privileged.
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrMode, kill_sgid: bool) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Error::ValueTooLarge(XATTR_SIZE_MAX));
@@ -873,7 +875,11 @@ impl Core {
         let mut inode = self.inode(ino)?;
         let stored = if name == acl::ACCESS || name == acl::DEFAULT {
             // As in the kernel, an ACL is set whatever the flags say.
-            self.acl_to_store(ino, &mut inode, name, value)?
+            let stored = self.acl_to_store(ino, &mut inode, name, value)?;
+            if kill_sgid && name == acl::ACCESS {
+                inode.perm &= !libc::S_ISGID;
+            }
+            stored
         } else {
             let exists = self.meta.xattr(ino, name)?.is_some();
             match (mode, exists) {

@@ -1285,7 +1285,7 @@ impl View {
             }
             Op::SetXattr { path, name, value, mode } => {
                 let ino = self.resolve(core, &path.0)?;
-                core.setxattr(ino, XATTRS[*name].as_bytes(), value, *mode).map_err(errno)
+                core.setxattr(ino, XATTRS[*name].as_bytes(), value, *mode, false).map_err(errno)
             }
             Op::RemoveXattr { path, name } => {
                 let ino = self.resolve(core, &path.0)?;
