@@ -24,6 +24,7 @@ mod accounting;
 pub mod acl;
 mod io;
 mod overlay;
+mod xattr;
 
 pub use accounting::Account;
 use accounting::DirectWrites;
@@ -203,7 +204,8 @@ impl Core {
         let space = DashMap::new();
         for volume in meta.volumes()? {
             let used = meta.usage(volume.id)?.bytes;
-            space.insert(volume.id, Account { capacity: volume.capacity, used, reserved: 0 });
+            let inodes = volume.inode_limit();
+            space.insert(volume.id, Account { capacity: volume.capacity, used, reserved: 0, inodes });
         }
         let block = statvfs(pool_dir)?.f_bsize.max(512);
         Ok(Core {
@@ -347,6 +349,7 @@ impl Core {
         if self.meta.dirent(parent, name)?.is_some() {
             return Err(Error::Exists(lossy(name)));
         }
+        self.check_inode_room(dir.volume)?;
         let now = Timestamp::now();
         let kind = spec.kind();
         let mut perm = perm & 0o7777;
@@ -861,17 +864,22 @@ impl Core {
         Ok(out)
     }
 
-    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
+    /// Sets an xattr. `kill_sgid`: an access ACL set here also clears setgid, as the kernel
+    /// asks when the caller is neither in the file's group nor privileged.
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrMode, kill_sgid: bool) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::Range(XATTR_SIZE_MAX));
+            return Err(Error::ValueTooLarge(XATTR_SIZE_MAX));
         }
         let _w = self.lock();
         let mut inode = self.inode(ino)?;
-        let mut txn = Txn::default();
-        if name == acl::ACCESS || name == acl::DEFAULT {
+        let stored = if name == acl::ACCESS || name == acl::DEFAULT {
             // As in the kernel, an ACL is set whatever the flags say.
-            self.set_acl(&mut txn, ino, &mut inode, name, value)?;
+            let stored = self.acl_to_store(ino, &mut inode, name, value)?;
+            if kill_sgid && name == acl::ACCESS {
+                inode.perm &= !libc::S_ISGID;
+            }
+            stored
         } else {
             let exists = self.meta.xattr(ino, name)?.is_some();
             match (mode, exists) {
@@ -879,16 +887,46 @@ impl Core {
                 (XattrMode::Replace, false) => return Err(Error::NoAttr),
                 _ => {}
             }
-            txn.put_xattr(ino, name, value);
+            Some(value.to_vec())
+        };
+        let mut txn = Txn::default();
+        match stored {
+            Some(value) => {
+                self.check_xattr_room(ino, name, value.len())?;
+                txn.put_xattr(ino, name, &value);
+            }
+            None => txn.delete_xattr(ino, name),
         }
         inode.ctime = Timestamp::now();
         txn.put_inode(ino, &inode);
         self.meta.commit(txn)
     }
 
-    /// Sets an access or default ACL. An access ACL sets the mode's permission bits, and is
-    /// not stored when the mode says all it says (posix_acl_update_mode).
-    fn set_acl(&self, txn: &mut Txn, ino: Ino, inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<()> {
+    /// Fails with ENOSPC when the inode's xattrs, with `name` holding `len` bytes, would not
+    /// fit in an ext4 inode.
+    fn check_xattr_room(&self, ino: Ino, name: &[u8], len: usize) -> Result<()> {
+        let mut sizes = Vec::new();
+        for other in self.meta.xattr_names(ino)?.into_iter().filter(|n| n != name) {
+            let size = self.meta.xattr(ino, &other)?.map_or(0, |v| v.len());
+            sizes.push((other, size));
+        }
+        sizes.push((name.to_vec(), len));
+        sizes.sort();
+        if !xattr::fit(sizes.iter().map(|(n, l)| (n.as_slice(), *l))) {
+            return Err(Error::NoSpace(format!(
+                "inode {} has no room for {} bytes in xattr {}",
+                ino.0,
+                len,
+                lossy(name)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The value to store for an access or default ACL (None: remove it). An access ACL sets
+    /// the mode's permission bits, and is not stored when the mode says all it says
+    /// (posix_acl_update_mode).
+    fn acl_to_store(&self, ino: Ino, inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
         match inode.kind {
             Kind::Symlink => return Err(Error::NotSupported("ACLs on a symbolic link".into())),
             Kind::Dir => {}
@@ -899,17 +937,11 @@ impl Core {
         }
         let parsed = Acl::parse(value)?;
         if name == acl::DEFAULT {
-            txn.put_xattr(ino, name, &parsed.to_xattr());
-            return Ok(());
+            return Ok(Some(parsed.to_xattr()));
         }
         let (mode, equivalent) = parsed.mode(inode.perm);
         inode.perm = mode;
-        if equivalent {
-            txn.delete_xattr(ino, name);
-        } else {
-            txn.put_xattr(ino, name, &parsed.to_xattr());
-        }
-        Ok(())
+        Ok((!equivalent).then(|| parsed.to_xattr()))
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {

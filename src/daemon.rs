@@ -187,8 +187,8 @@ impl Service {
     pub fn handle(&self, request: Request) -> Result<Value, ApiError> {
         match request {
             Request::Ping => Ok(json!({ "pid": std::process::id(), "pool": self.pool.dir() })),
-            Request::CreateVolume { name, capacity, from } => {
-                let volume = self.create_volume(&name, capacity, from)?;
+            Request::CreateVolume { name, capacity, inodes, from } => {
+                let volume = self.create_volume(&name, capacity, inodes, from)?;
                 Ok(json!(volume))
             }
             Request::CreateSnapshot { snapshot } => Ok(json!(self.create_snapshot(&snapshot)?)),
@@ -266,18 +266,22 @@ impl Service {
         &self,
         name: &str,
         capacity: Option<u64>,
+        inodes: Option<u64>,
         from: Option<VolumeSource>,
     ) -> Result<VolumeInfo, ApiError> {
         let name = VolumeName::parse(name).map_err(ApiError::invalid)?;
         if capacity == Some(0) {
             return Err(ApiError::invalid(format!("volume {name}: a capacity must be more than zero bytes")));
         }
+        if inodes == Some(0) {
+            return Err(ApiError::invalid(format!("volume {name}: an inode limit must be at least 1 (the root)")));
+        }
         let source = match &from {
             None => Source::Nothing,
             Some(VolumeSource::Volume(v)) => Source::Volume(v.clone()),
             Some(VolumeSource::Snapshot(s)) => Source::Snapshot(snapshot_name(s)?),
         };
-        match self.pool.create_volume_from(&name, &source, capacity) {
+        match self.pool.create_volume_from(&name, &source, capacity, inodes) {
             Ok(volume) => Ok(self.pool.volume_info(&volume)?),
             Err(crate::Error::Exists(what)) => {
                 let existing = self.pool.volume(name.as_str())?;
@@ -293,6 +297,11 @@ impl Service {
                         "volume {name} already exists with {}",
                         capacity_text(existing.capacity)
                     )));
+                }
+                if inodes.is_some_and(|n| existing.inode_limit() != Some(n)) {
+                    let limit =
+                        existing.inode_limit().map_or("no inode limit".into(), |n| format!("a limit of {n} inodes"));
+                    return Err(ApiError::exists(format!("volume {name} already exists with {limit}")));
                 }
                 tracing::debug!(volume = %name, "create of an existing volume answered with it ({what})");
                 Ok(self.pool.volume_info(&existing)?)

@@ -32,6 +32,8 @@ pub enum Error {
     NoAttr,
     #[error("attribute value does not fit in {0} bytes")]
     Range(usize),
+    #[error("attribute value longer than {0} bytes")]
+    ValueTooLarge(usize),
     #[error("no space left: {0}")]
     NoSpace(String),
     #[error("read-only: {0}")]
@@ -71,6 +73,7 @@ impl Error {
             Error::CrossVolume => libc::EXDEV,
             Error::NoAttr => libc::ENODATA,
             Error::Range(_) => libc::ERANGE,
+            Error::ValueTooLarge(_) => libc::E2BIG,
             Error::NoSpace(_) => libc::ENOSPC,
             Error::ReadOnly(_) => libc::EROFS,
             Error::TooManyLinks => libc::EMLINK,
@@ -99,6 +102,7 @@ impl Error {
             | Error::NotPermitted(_)
             | Error::CrossVolume
             | Error::Range(_)
+            | Error::ValueTooLarge(_)
             | Error::ReadOnly(_)
             | Error::TooManyLinks
             | Error::NotSupported(_)

@@ -1,6 +1,6 @@
 //! fsck: checks every invariant of a pool — the directory tree of each volume and snapshot,
-//! link counts, entry counts and readdir cookies, usage counters (inodes, and bytes against
-//! what the data files hold), that every layer holding records is read by some view and every
+//! link counts, entry counts and readdir cookies, usage counters (inodes, also against the
+//! volume's limit, and bytes against what the data files hold), that every layer holding records is read by some view and every
 //! file's data belongs to a layer its view reads, and that data files (with the shared ones
 //! under them) and inodes match — and, when asked, reclaims what interrupted operations left
 //! behind.
@@ -142,6 +142,11 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
                 usage.inodes,
                 count + orphan_count as u64
             ));
+        }
+        if let Some(limit) = volume.inode_limit().filter(|&limit| usage.inodes > limit) {
+            report
+                .problems
+                .push(format!("volume {}: holds {} inodes, more than its limit of {limit}", volume.name, usage.inodes));
         }
     }
     for (ino, inode) in &inodes {

@@ -150,6 +150,17 @@ fn caller(req: &Request, umask: u32) -> Caller {
     Caller { uid: req.uid(), gid: req.gid(), umask }
 }
 
+/// Whether the caller may keep a file's setgid bit: root, or a member of the file's group,
+/// also through a supplementary group (which requests do not carry: read from /proc).
+fn in_group_or_root(req: &Request, gid: u32) -> bool {
+    if req.uid() == 0 || req.gid() == gid {
+        return true;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", req.pid())).unwrap_or_default();
+    let groups = status.lines().find_map(|l| l.strip_prefix("Groups:")).unwrap_or("");
+    groups.split_whitespace().any(|g| g.parse() == Ok(gid))
+}
+
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
@@ -734,7 +745,7 @@ impl fuser::Filesystem for VolumeFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -750,7 +761,12 @@ impl fuser::Filesystem for VolumeFs {
             _ => return fail!(reply, served, Error::Invalid(format!("setxattr flags {flags}"))),
         };
         let ino = self.ino(ino);
-        reply!(reply, served, self.core().setxattr(ino, name.as_bytes(), value, mode), |_v| {
+        // The kernel's FUSE_SETXATTR_ACL_KILL_SGID, which fuser does not pass on: decided here
+        // by the same rule.
+        let kill_sgid = name.as_bytes() == crate::core::acl::ACCESS
+            && self.core().getattr(ino).is_ok_and(|a| !in_group_or_root(req, a.gid));
+        let result = self.core().setxattr(ino, name.as_bytes(), value, mode, kill_sgid);
+        reply!(reply, served, result, |_v| {
             self.publish(|| vec![Change::Attr(ino)]);
             reply.ok()
         })

@@ -120,6 +120,10 @@ enum VolumeCommand {
         name: String,
         #[arg(long, value_name = "SIZE")]
         capacity: Option<String>,
+        /// The most files, directories and other inodes it may hold (`df -i`). Default: one
+        /// per 16 KiB of capacity, as ext4; without a capacity, bounded by the pool alone.
+        #[arg(long, value_name = "COUNT")]
+        inodes: Option<String>,
         /// Restore this snapshot into the new volume.
         #[arg(long, value_name = "VOLUME@SNAP", conflicts_with = "from_volume")]
         from_snapshot: Option<String>,
@@ -190,10 +194,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref(), metrics_addr.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Volume(VolumeCommand::Create { name, capacity, from_snapshot, from_volume }) => {
+        Command::Volume(VolumeCommand::Create { name, capacity, inodes, from_snapshot, from_volume }) => {
             // Checked before the pool is touched, so bad input creates nothing.
             VolumeName::parse(&name).map_err(|e| anyhow!(e))?;
             let capacity = capacity.as_deref().map(parse_size).transpose().map_err(|e| anyhow!("--capacity: {e}"))?;
+            let inodes = inodes
+                .map(|n| {
+                    n.parse::<u64>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| anyhow!("--inodes: {n:?} is not a count above zero"))
+                })
+                .transpose()?;
             let from = match (from_snapshot, from_volume) {
                 (Some(s), _) => {
                     parse_snapshot_name(&s).map_err(|e| anyhow!("--from-snapshot: {e}"))?;
@@ -206,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => None,
             };
             let mode = if from.is_some() { OpenMode::Existing } else { OpenMode::CreateIfMissing };
-            let v = ctx.request(Request::CreateVolume { name, capacity, from }, mode)?;
+            let v = ctx.request(Request::CreateVolume { name, capacity, inodes, from }, mode)?;
             ctx.print(&v, |v| {
                 println!("created volume {} (capacity {})", v["name"].as_str().unwrap_or(""), capacity_text(v))
             });
@@ -530,7 +542,8 @@ fn print_volume(v: &Value) {
     println!("name:      {}", v["name"].as_str().unwrap_or(""));
     println!("capacity:  {}", capacity_text(v));
     println!("used:      {}", HumanBytes(v["used_bytes"].as_u64().unwrap_or(0)));
-    println!("inodes:    {}", v["inodes"].as_u64().unwrap_or(0));
+    let limit = v["inode_limit"].as_u64().map_or("no limit but the pool's".into(), |n| format!("at most {n}"));
+    println!("inodes:    {} ({limit})", v["inodes"].as_u64().unwrap_or(0));
     println!("created:   {} (unix time)", v["created_unix"].as_i64().unwrap_or(0));
     let mounts: Vec<String> = v["mounts"]
         .as_array()

@@ -222,6 +222,38 @@ pub struct Volume {
     pub layers: Vec<LayerId>,
     /// For a snapshot (named `VOLUME@SNAP`, read-only): the volume it was cut from.
     pub snapshot_of: Option<String>,
+    /// The most inodes it may hold, when given (`--inodes`); see `inode_limit`.
+    pub inodes: Option<u64>,
+}
+
+/// A volume record as written before volumes had an inode limit; read as one without.
+#[derive(Serialize, Deserialize)]
+struct VolumeWithoutInodes {
+    id: VolumeId,
+    name: String,
+    root: Ino,
+    capacity: u64,
+    created: Timestamp,
+    view: ViewId,
+    layers: Vec<LayerId>,
+    snapshot_of: Option<String>,
+}
+
+fn decode_volume(bytes: &[u8]) -> Result<Volume> {
+    decode(bytes).or_else(|e| {
+        let v: VolumeWithoutInodes = decode(bytes).map_err(|_| e)?;
+        Ok(Volume {
+            id: v.id,
+            name: v.name,
+            root: v.root,
+            capacity: v.capacity,
+            created: v.created,
+            view: v.view,
+            layers: v.layers,
+            snapshot_of: v.snapshot_of,
+            inodes: None,
+        })
+    })
 }
 
 impl Inode {
@@ -232,8 +264,18 @@ impl Inode {
 }
 
 impl Volume {
+    /// Bytes of capacity per inode when no limit is given: mke2fs's default inode_ratio.
+    pub const BYTES_PER_INODE: u64 = 16 * 1024;
+
     pub fn is_snapshot(&self) -> bool {
         self.snapshot_of.is_some()
+    }
+
+    /// The most inodes the volume may hold: as given, or one per 16 KiB of its capacity, as
+    /// ext4 makes them. None without either: like its bytes, its inodes are bounded by the
+    /// pool alone.
+    pub fn inode_limit(&self) -> Option<u64> {
+        self.inodes.or((self.capacity > 0).then(|| (self.capacity / Self::BYTES_PER_INODE).max(1)))
     }
 }
 
@@ -665,7 +707,7 @@ impl Meta {
             let mut with_new = (*views).clone();
             for op in &txn.ops {
                 if let Op::Put(Table::Volumes, _, v) = op {
-                    let v: Volume = decode(v)?;
+                    let v = decode_volume(v)?;
                     with_new.insert(v.view, View::of(&v));
                 }
             }
@@ -850,11 +892,11 @@ impl Meta {
     }
 
     pub fn volume(&self, name: &str) -> Result<Option<Volume>> {
-        self.store.get(Table::Volumes, name.as_bytes())?.map(|v| decode(&v)).transpose()
+        self.store.get(Table::Volumes, name.as_bytes())?.map(|v| decode_volume(&v)).transpose()
     }
 
     pub fn volumes(&self) -> Result<Vec<Volume>> {
-        self.store.scan(Table::Volumes, &[], &[], usize::MAX)?.iter().map(|(_, v)| decode(v)).collect()
+        self.store.scan(Table::Volumes, &[], &[], usize::MAX)?.iter().map(|(_, v)| decode_volume(v)).collect()
     }
 
     pub fn usage(&self, volume: VolumeId) -> Result<Usage> {
@@ -963,7 +1005,28 @@ mod tests {
             view: ViewId(view),
             layers,
             snapshot_of: name.split_once('@').map(|(v, _)| v.to_string()),
+            inodes: None,
         }
+    }
+
+    #[test]
+    fn volume_records_from_before_inode_limits_read_as_without_one() {
+        let v = Volume { capacity: 1 << 30, ..volume("old", 3, vec![7]) };
+        let old = VolumeWithoutInodes {
+            id: v.id,
+            name: v.name.clone(),
+            root: v.root,
+            capacity: v.capacity,
+            created: v.created,
+            view: v.view,
+            layers: v.layers.clone(),
+            snapshot_of: None,
+        };
+        assert_eq!(decode_volume(&encode(&old)).unwrap(), v);
+        assert_eq!(v.inode_limit(), Some(65_536), "one per 16 KiB");
+        let given = Volume { inodes: Some(10), ..v };
+        assert_eq!(decode_volume(&encode(&given)).unwrap(), given);
+        assert_eq!(volume("none", 4, vec![8]).inode_limit(), None);
     }
 
     fn commit(meta: &Meta, build: impl FnOnce(&mut Txn)) {

@@ -161,7 +161,9 @@ impl Pool {
         Ok(self.core.data().all()?.into_iter().filter(|id| !referenced.contains(id)).collect())
     }
 
-    pub fn create_volume(&self, name: &VolumeName, capacity: u64) -> Result<Volume> {
+    /// Creates an empty volume with `capacity` bytes (0: bounded by the pool) and at most
+    /// `inodes` inodes (None: `Volume::inode_limit`'s default).
+    pub fn create_volume(&self, name: &VolumeName, capacity: u64, inodes: Option<u64>) -> Result<Volume> {
         let core = &self.core;
         let _w = core.lock();
         if core.meta().volume(name.as_str())?.is_some() {
@@ -202,12 +204,13 @@ impl Pool {
             view,
             layers: vec![layer],
             snapshot_of: None,
+            inodes,
         };
         txn.put_volume(&volume);
         txn.put_inode(root, &inode);
         txn.put_usage(id, &Usage { inodes: 1, bytes: 0 });
         core.meta().commit(txn)?;
-        core.set_capacity(id, capacity);
+        core.set_limits(&volume);
         Ok(volume)
     }
 
@@ -226,6 +229,7 @@ impl Pool {
             available_bytes: df.bavail * u64::from(df.bsize),
             inodes: usage.inodes,
             inodes_free: df.ffree,
+            inode_limit: volume.inode_limit(),
             created_unix: volume.created.secs,
             mounts: Vec::new(),
         })
@@ -277,10 +281,11 @@ impl Pool {
             )));
         }
         volume.capacity = capacity;
+        check_inodes_fit(&volume, self.core.meta().usage(volume.id)?.inodes)?;
         let mut txn = Txn::default();
         txn.put_volume(&volume);
         self.core.meta().commit(txn)?;
-        self.core.set_capacity(volume.id, capacity);
+        self.core.set_limits(&volume);
         Ok(volume)
     }
 
@@ -380,4 +385,20 @@ fn take_lock(dir: &Path) -> Result<File> {
     lock.rewind()?;
     writeln!(lock, "{}", std::process::id())?;
     Ok(lock)
+}
+
+/// Refuses limits that would leave a volume holding more inodes than it may: a capacity whose
+/// default inode limit (one per 16 KiB) is below what it holds, or an explicit limit below it.
+fn check_inodes_fit(volume: &Volume, held: u64) -> Result<()> {
+    match volume.inode_limit() {
+        Some(limit) if limit < held => Err(Error::Invalid(format!(
+            "volume {} holds {held} inodes; {} allows only {limit}",
+            volume.name,
+            match volume.inodes {
+                Some(_) => "its inode limit".to_string(),
+                None => format!("a capacity of {} bytes (one inode per 16 KiB)", volume.capacity),
+            }
+        ))),
+        _ => Ok(()),
+    }
 }

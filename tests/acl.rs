@@ -30,6 +30,8 @@ enum Op {
     Write(&'static str),
     List(&'static str),
     Chmod(&'static str, u32),
+    /// chown to -1 and this group.
+    Chown(&'static str, u32),
     /// `setfacl ARGS...`
     Setfacl(&'static [&'static str]),
     /// `getfacl` of a path and its mode, as root.
@@ -97,6 +99,19 @@ const STEPS: &[((u32, u32), Op)] = &[
     (ROOT, Show("d")),
     (STRANGER, Create("d/denied", 0o644)),
     (STRANGER, Read("d/file")),
+    // Setting an access ACL on a setgid file outside its group clears setgid; in it, not.
+    (OWNER, Mkdir("g", 0o777)),
+    (ROOT, Chown("g", 2003)),
+    (ROOT, Chmod("g", 0o2777)),
+    (OWNER, Create("g/sgid", 0o644)),
+    (ROOT, Chmod("g/sgid", 0o2754)),
+    (ROOT, Show("g/sgid")),
+    (OWNER, Setfacl(&["-m", "u:1002:r", "g/sgid"])),
+    (ROOT, Show("g/sgid")),
+    (ROOT, Chown("g/sgid", 2001)),
+    (ROOT, Chmod("g/sgid", 0o2754)),
+    (OWNER, Setfacl(&["-m", "u:1002:rw", "g/sgid"])),
+    (ROOT, Show("g/sgid")),
 ];
 
 /// What a step did, in words that compare across filesystems.
@@ -122,6 +137,8 @@ fn run_step(base: &Path, (uid, gid): (u32, u32), op: &Op) -> String {
         Mkdir(p, mode) => call_on(sys, at(p), move |c| unsafe { libc::mkdir(c.as_ptr(), mode) }),
         Mkfifo(p, mode) => call_on(sys, at(p), move |c| unsafe { libc::mkfifo(c.as_ptr(), mode) }),
         Chmod(p, mode) => call_on(sys, at(p), move |c| unsafe { libc::chmod(c.as_ptr(), mode) }),
+        // SAFETY: one syscall on a valid C string.
+        Chown(p, gid) => call_on(sys, at(p), move |c| unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) }),
         Read(p) => {
             let path = base.join(p);
             sys(Box::new(move || fs::File::open(path).map(drop)))
@@ -202,6 +219,7 @@ fn assert_same_as_ext4(volfs_root: &Path) {
             Write(p) => format!("write {p}"),
             List(p) => format!("list {p}"),
             Chmod(p, m) => format!("chmod {p} {m:o}"),
+            Chown(p, g) => format!("chgrp {p} {g}"),
             Setfacl(a) => format!("setfacl {}", a.join(" ")),
             Show(p) => format!("getfacl {p}"),
         };

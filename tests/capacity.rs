@@ -265,3 +265,160 @@ fn a_first_capacity_waits_until_no_file_is_open_with_passthrough() {
     assert_eq!(pwrite(&f, &vec![1u8; (2 * MIB) as usize], 0).unwrap() as u64, MIB);
     assert_eq!(errno_of("write past the new capacity", pwrite(&f, b"x", MIB)), libc::ENOSPC);
 }
+
+/// Inodes total and free, as `df -i` shows them.
+fn df_i(path: &Path) -> (u64, u64) {
+    let c = common::cpath(path);
+    // SAFETY: a valid path and a zeroed struct for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    (st.f_files, st.f_ffree)
+}
+
+/// Creates files named `prefix0`, `prefix1`, ... until one fails; returns how many were made
+/// and the errno that stopped it.
+fn create_until_full(dir: &Path, prefix: &str) -> (u64, i32) {
+    for n in 0.. {
+        if let Err(e) = File::create(dir.join(format!("{prefix}{n}"))) {
+            return (n, e.raw_os_error().expect("errno"));
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_volume_holds_one_inode_per_16k_of_capacity_and_others_keep_working() {
+    let pool = TestPool::new();
+    pool.create_volume("a", Some("1Mi"));
+    let m = pool.mount("a", MountOpts::default());
+    let other = pool.mount("b", MountOpts::default());
+    assert_eq!(df_i(m.path()), (64, 63), "1 MiB / 16 KiB, the root taken");
+    fs::create_dir(m.join("d")).unwrap();
+    let (made, errno) = create_until_full(&m.join("d"), "f");
+    assert_eq!((made, errno), (62, libc::ENOSPC), "a loop of creates stops at the limit");
+    assert_eq!(df_i(m.path()), (64, 0));
+    for (what, r) in [
+        ("mkdir", fs::create_dir(m.join("e"))),
+        ("symlink", std::os::unix::fs::symlink("x", m.join("l"))),
+        // SAFETY: mkfifo on a valid path.
+        ("mkfifo", cvt(unsafe { libc::mkfifo(common::cpath(&m.join("p")).as_ptr(), 0o644) }).map(drop)),
+    ] {
+        assert_eq!(errno_of(what, r), libc::ENOSPC, "{what}");
+    }
+    // A hard link is no new inode; the other volume is not limited by this one.
+    fs::hard_link(m.join("d/f0"), m.join("link")).unwrap();
+    for n in 0..100 {
+        File::create(other.join(format!("g{n}"))).unwrap();
+    }
+    fs::remove_file(m.join("d/f1")).unwrap();
+    File::create(m.join("again")).unwrap();
+    let info = pool.json(&["volume", "inspect", "a"]);
+    assert_eq!((info["inodes"].as_u64(), info["inode_limit"].as_u64()), (Some(64), Some(64)));
+    assert_eq!(info["inodes_free"].as_u64(), Some(0));
+    fsck_clean(&pool);
+}
+
+#[test]
+fn inodes_given_at_create_bound_a_volume_with_or_without_capacity() {
+    let pool = TestPool::new();
+    pool.ok(&["volume", "create", "small", "--inodes", "10"]);
+    pool.ok(&["volume", "create", "big", "--capacity", "1Mi", "--inodes", "1000"]);
+    for (volume, limit) in [("small", 10), ("big", 1000)] {
+        let m = pool.mount(volume, MountOpts::default());
+        assert_eq!(df_i(m.path()), (limit, limit - 1), "{volume}");
+        assert_eq!(create_until_full(m.path(), "f"), (limit - 1, libc::ENOSPC), "{volume}");
+    }
+    // Asking again with another limit is refused; the same one answers the volume.
+    pool.ok(&["volume", "create", "small", "--inodes", "10"]);
+    let out = pool.run(&["volume", "create", "small", "--inodes", "11"]);
+    common::assert_fails_naming(&out, "another limit", &["small", "10 inodes"]);
+    for bad in ["0", "ten", "1Ki", "1.5"] {
+        let out = pool.run(&["volume", "create", "c", "--inodes", bad]);
+        common::assert_fails_naming(&out, "bad --inodes", &["--inodes", bad]);
+    }
+    // Without a capacity or a limit, only the pool bounds a volume's inodes.
+    let m = pool.mount("unbounded", MountOpts::default());
+    assert!(df_i(m.path()).1 >= 1 << 20);
+    assert_eq!(pool.json(&["volume", "inspect", "unbounded"])["inode_limit"], serde_json::Value::Null);
+    fsck_clean(&pool);
+}
+
+#[test]
+fn resizes_and_clones_keep_the_inodes_a_volume_holds() {
+    let pool = TestPool::new();
+    pool.create_volume("a", Some("1Mi"));
+    let m = pool.mount("a", MountOpts::default());
+    assert_eq!(create_until_full(m.path(), "f").0, 63);
+    // Growing the capacity grows the default limit, as resize2fs does; shrinking below what
+    // the volume holds is refused.
+    pool.ok(&["volume", "resize", "a", "--capacity", "2Mi"]);
+    assert_eq!(df_i(m.path()), (128, 64));
+    File::create(m.join("more")).unwrap();
+    let out = pool.run(&["volume", "resize", "a", "--capacity", "1Mi"]);
+    common::assert_fails_naming(&out, "shrink below the inodes", &["a", "65 inodes"]);
+    // A snapshot and a clone hold what the source held, against the source's limit.
+    pool.ok(&["snapshot", "create", "a", "s"]);
+    pool.ok(&["volume", "create", "c", "--from-snapshot", "a@s"]);
+    let c = pool.mount("c", MountOpts::default());
+    assert_eq!(df_i(c.path()), (128, 63));
+    let out = pool.run(&["volume", "create", "d", "--from-volume", "a", "--inodes", "20"]);
+    common::assert_fails_naming(&out, "clone with too few inodes", &["65 inodes"]);
+    fsck_clean(&pool);
+}
+
+/// setxattr's outcome: "ok" or the errno's text.
+fn try_setxattr(path: &Path, name: &str, len: usize) -> String {
+    let (c, n) = (common::cpath(path), std::ffi::CString::new(name).unwrap());
+    let value = vec![b'v'; len];
+    // SAFETY: valid C strings and a buffer of `len` bytes.
+    match cvt(unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), len, 0) }) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The same setxattr calls on a file on ext4 (the root file system, with mke2fs's defaults)
+/// and on a volfs file: one value up to the block's room, many small ones until the inode is
+/// full, over-long names and values, and room again after a remove.
+#[test]
+fn an_inode_holds_as_many_xattrs_as_on_ext4() {
+    let run = |dir: &Path| -> Vec<String> {
+        let f = dir.join("x");
+        File::create(&f).unwrap();
+        let mut out = Vec::new();
+        for len in [4040, 4044, 65536, 65537] {
+            out.push(try_setxattr(&f, "user.x", len));
+        }
+        out.push(try_setxattr(&f, &format!("user.{}", "n".repeat(251)), 1));
+        let mut n = 0;
+        let stopped = loop {
+            match try_setxattr(&f, &format!("user.k{n:03}"), 4) {
+                r if r == "ok" => n += 1,
+                r => break r,
+            }
+        };
+        out.push(format!("{n} small values, then {stopped}"));
+        fs::remove_file(&f).unwrap();
+        File::create(&f).unwrap();
+        for name in ["user.a", "user.b"] {
+            out.push(try_setxattr(&f, name, 2000));
+        }
+        out.push(try_setxattr(&f, "user.c", 100));
+        let c = std::ffi::CString::new("user.a").unwrap();
+        // SAFETY: valid C strings.
+        cvt(unsafe { libc::lremovexattr(common::cpath(&f).as_ptr(), c.as_ptr()) }).unwrap();
+        out.push(try_setxattr(&f, "user.c", 100));
+        out
+    };
+    let native = tempfile::tempdir_in("/tmp").unwrap();
+    let want = run(native.path());
+    assert_eq!(want[0], "ok");
+    assert_eq!(want[1], std::io::Error::from_raw_os_error(libc::ENOSPC).to_string(), "ext4 here has 4 KiB blocks");
+    let pool = TestPool::new();
+    for capacity in [None, Some("1Gi")] {
+        let name = if capacity.is_some() { "daemon-io" } else { "passthrough" };
+        pool.create_volume(name, capacity);
+        let m = pool.mount(name, MountOpts::default());
+        assert_eq!(run(m.path()), want, "{name}: volfs (left) and ext4 (right)");
+    }
+}

@@ -30,7 +30,7 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("pool");
         let pool = Pool::open(&dir, OpenMode::CreateIfMissing).unwrap();
-        let vol = pool.create_volume(&VolumeName::parse("v").unwrap(), 0).unwrap();
+        let vol = pool.create_volume(&VolumeName::parse("v").unwrap(), 0, None).unwrap();
         Fixture { _tmp: tmp, dir, pool, vol }
     }
 
@@ -391,7 +391,7 @@ fn rmdir_removes_empty_directories_only() {
     let d = fx.dir(root, "d");
     let e = fx.dir(d, "e");
     fx.file(root, "f");
-    core.setxattr(e, b"user.k", b"v", XattrMode::Any).unwrap();
+    core.setxattr(e, b"user.k", b"v", XattrMode::Any, false).unwrap();
 
     assert_eq!(errno(core.rmdir(root, b"missing")), libc::ENOENT);
     assert_eq!(errno(core.rmdir(root, b"f")), libc::ENOTDIR);
@@ -450,7 +450,7 @@ fn link_adds_names_to_one_inode() {
 fn links_and_renames_do_not_cross_volumes() {
     let fx = Fixture::new();
     let core = fx.core();
-    let other = fx.pool.create_volume(&VolumeName::parse("other").unwrap(), 0).unwrap();
+    let other = fx.pool.create_volume(&VolumeName::parse("other").unwrap(), 0, None).unwrap();
     let f = fx.file(fx.root(), "f");
     fx.dir(fx.root(), "d");
     fx.file(other.root, "g");
@@ -795,8 +795,8 @@ fn ctime_changes_with_every_change_to_an_inode() {
         let set = SetAttr { mtime: Some(TimeSet::At(SystemTime::UNIX_EPOCH.into())), ..SetAttr::default() };
         core.setattr(f, &set, None).unwrap();
     });
-    step("setxattr", &|| core.setxattr(f, b"user.a", b"1", XattrMode::Any).unwrap());
-    step("replace xattr", &|| core.setxattr(f, b"user.a", b"2", XattrMode::Replace).unwrap());
+    step("setxattr", &|| core.setxattr(f, b"user.a", b"1", XattrMode::Any, false).unwrap());
+    step("replace xattr", &|| core.setxattr(f, b"user.a", b"2", XattrMode::Replace, false).unwrap());
     step("removexattr", &|| core.removexattr(f, b"user.a").unwrap());
     step("write", &|| fx.write(f, 0, b"x"));
     pause();
@@ -815,7 +815,7 @@ fn ctime_changes_with_every_change_to_an_inode() {
     step("chmod", &|| {
         core.setattr(d, &set_mode(0o700), None).unwrap();
     });
-    step("setxattr", &|| core.setxattr(d, b"user.a", b"1", XattrMode::Any).unwrap());
+    step("setxattr", &|| core.setxattr(d, b"user.a", b"1", XattrMode::Any, false).unwrap());
     step("rename", &|| {
         core.rename(root, b"d", root, b"d2", RenameMode::Replace).unwrap();
     });
@@ -847,28 +847,29 @@ fn xattrs_set_get_list_remove() {
     let (s, _) = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
     for ino in [f, d, s.ino] {
         assert_eq!(core.listxattr(ino).unwrap(), b"");
-        core.setxattr(ino, b"user.one", b"1", XattrMode::Any).unwrap();
-        core.setxattr(ino, b"trusted.two", b"", XattrMode::Create).unwrap();
-        core.setxattr(ino, b"user.one", b"uno", XattrMode::Replace).unwrap();
-        core.setxattr(ino, b"security.big", &vec![7u8; 65_536], XattrMode::Any).unwrap();
+        core.setxattr(ino, b"user.one", b"1", XattrMode::Any, false).unwrap();
+        core.setxattr(ino, b"trusted.two", b"", XattrMode::Create, false).unwrap();
+        core.setxattr(ino, b"user.one", b"uno", XattrMode::Replace, false).unwrap();
+        assert_eq!(errno(core.setxattr(ino, b"security.big", &vec![7u8; 65_536], XattrMode::Any, false)), libc::ENOSPC);
+        core.setxattr(ino, b"security.big", &vec![7u8; 4000], XattrMode::Any, false).unwrap();
         assert_eq!(core.getxattr(ino, b"user.one").unwrap(), b"uno");
         assert_eq!(core.getxattr(ino, b"trusted.two").unwrap(), b"");
-        assert_eq!(core.getxattr(ino, b"security.big").unwrap().len(), 65_536);
+        assert_eq!(core.getxattr(ino, b"security.big").unwrap().len(), 4000);
         let list = core.listxattr(ino).unwrap();
         let names: BTreeSet<&[u8]> = list.split(|b| *b == 0).filter(|n| !n.is_empty()).collect();
         assert_eq!(names, BTreeSet::from([&b"user.one"[..], b"trusted.two", b"security.big"]));
         assert_eq!(list.last(), Some(&0), "every name ends in NUL");
 
-        assert_eq!(errno(core.setxattr(ino, b"user.one", b"x", XattrMode::Create)), libc::EEXIST);
-        assert_eq!(errno(core.setxattr(ino, b"user.none", b"x", XattrMode::Replace)), libc::ENODATA);
+        assert_eq!(errno(core.setxattr(ino, b"user.one", b"x", XattrMode::Create, false)), libc::EEXIST);
+        assert_eq!(errno(core.setxattr(ino, b"user.none", b"x", XattrMode::Replace, false)), libc::ENODATA);
         assert_eq!(errno(core.getxattr(ino, b"user.none")), libc::ENODATA);
         assert_eq!(errno(core.removexattr(ino, b"user.none")), libc::ENODATA);
-        assert_eq!(errno(core.setxattr(ino, b"user.v", &vec![0u8; 65_537], XattrMode::Any)), libc::ERANGE);
+        assert_eq!(errno(core.setxattr(ino, b"user.v", &vec![0u8; 65_537], XattrMode::Any, false)), libc::E2BIG);
         let long = [b"user.".to_vec(), vec![b'n'; 251]].concat();
-        assert_eq!(errno(core.setxattr(ino, &long, b"x", XattrMode::Any)), libc::ERANGE);
-        assert_eq!(errno(core.setxattr(ino, b"", b"x", XattrMode::Any)), libc::EINVAL);
-        assert_eq!(errno(core.setxattr(ino, b"other.ns", b"x", XattrMode::Any)), libc::EOPNOTSUPP);
-        assert_eq!(errno(core.setxattr(ino, b"user.", b"x", XattrMode::Any)), libc::EOPNOTSUPP);
+        assert_eq!(errno(core.setxattr(ino, &long, b"x", XattrMode::Any, false)), libc::ERANGE);
+        assert_eq!(errno(core.setxattr(ino, b"", b"x", XattrMode::Any, false)), libc::EINVAL);
+        assert_eq!(errno(core.setxattr(ino, b"other.ns", b"x", XattrMode::Any, false)), libc::EOPNOTSUPP);
+        assert_eq!(errno(core.setxattr(ino, b"user.", b"x", XattrMode::Any, false)), libc::EOPNOTSUPP);
         assert_eq!(errno(core.getxattr(ino, b"nonamespace")), libc::EOPNOTSUPP);
 
         core.removexattr(ino, b"user.one").unwrap();
@@ -876,7 +877,7 @@ fn xattrs_set_get_list_remove() {
         assert_eq!(core.getxattr(ino, b"trusted.two").unwrap(), b"");
     }
     let missing = Ino(999_999);
-    assert_eq!(errno(core.setxattr(missing, b"user.a", b"x", XattrMode::Any)), libc::ENOENT);
+    assert_eq!(errno(core.setxattr(missing, b"user.a", b"x", XattrMode::Any, false)), libc::ENOENT);
     assert_eq!(errno(core.getxattr(missing, b"user.a")), libc::ENOENT);
     assert_eq!(errno(core.listxattr(missing)), libc::ENOENT);
     assert_eq!(errno(core.removexattr(missing, b"user.a")), libc::ENOENT);
@@ -889,9 +890,9 @@ fn xattrs_go_with_their_inode() {
     let core = fx.core();
     let root = fx.root();
     let f = fx.file(root, "f");
-    core.setxattr(f, b"user.a", b"1", XattrMode::Any).unwrap();
+    core.setxattr(f, b"user.a", b"1", XattrMode::Any, false).unwrap();
     let victim = fx.file(root, "victim");
-    core.setxattr(victim, b"user.v", b"1", XattrMode::Any).unwrap();
+    core.setxattr(victim, b"user.v", b"1", XattrMode::Any, false).unwrap();
     core.rename(root, b"f", root, b"victim", RenameMode::Replace).unwrap();
     assert_eq!(core.getxattr(f, b"user.a").unwrap(), b"1", "xattrs follow a rename");
     assert!(core.meta().xattr_names(victim).unwrap().is_empty(), "a replaced file's xattrs go");
@@ -998,7 +999,7 @@ fn an_unlinked_open_file_lives_until_its_last_release() {
     assert_eq!(core.read(&file, 0, 100).unwrap(), b"still here");
     core.write(&file, 10, b"!").unwrap();
     core.setattr(f, &SetAttr { mode: Some(0o600), ..SetAttr::default() }, Some(&file)).unwrap();
-    core.setxattr(f, b"user.x", b"1", XattrMode::Any).unwrap();
+    core.setxattr(f, b"user.x", b"1", XattrMode::Any, false).unwrap();
     assert_eq!(core.read(&second, 0, 100).unwrap(), b"still here!");
 
     let report = fx.fsck();
@@ -1088,8 +1089,8 @@ fn everything_survives_close_and_reopen() {
     fx.write(f, 0, b"persistent bytes");
     core.link(f, root, b"hard").unwrap();
     let (s, _) = core.make_node(USER, d, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
-    core.setxattr(f, b"user.k", b"value", XattrMode::Any).unwrap();
-    core.setxattr(d, b"trusted.t", b"dir", XattrMode::Any).unwrap();
+    core.setxattr(f, b"user.k", b"value", XattrMode::Any, false).unwrap();
+    core.setxattr(d, b"trusted.t", b"dir", XattrMode::Any, false).unwrap();
     core.setattr(d, &SetAttr { mode: Some(0o2710), uid: Some(3), gid: Some(4), ..SetAttr::default() }, None).unwrap();
     let when = SystemTime::UNIX_EPOCH + Duration::new(1_234_567, 891);
     core.setattr(f, &SetAttr { mtime: Some(TimeSet::At(when.into())), ..SetAttr::default() }, None).unwrap();
@@ -1132,7 +1133,7 @@ fn a_pool_has_one_opener_at_a_time() {
     std::fs::write(tmp.path().join("junk"), b"x").unwrap();
     assert_eq!(pool_errno(Pool::open(tmp.path(), OpenMode::CreateIfMissing)), libc::EINVAL);
     let name = VolumeName::parse("v").unwrap();
-    assert_eq!(errno(fx.pool.create_volume(&name, 0)), libc::EEXIST);
+    assert_eq!(errno(fx.pool.create_volume(&name, 0, None)), libc::EEXIST);
 }
 
 #[test]
@@ -1227,18 +1228,18 @@ fn fsck_detects_a_missing_data_file() {
 fn deleting_a_volume_removes_everything_in_it() {
     let fx = Fixture::new();
     let core = fx.core();
-    let keep = fx.pool.create_volume(&VolumeName::parse("keep").unwrap(), 0).unwrap();
+    let keep = fx.pool.create_volume(&VolumeName::parse("keep").unwrap(), 0, None).unwrap();
     let kept = fx.file(keep.root, "kept");
     fx.write(kept, 0, b"kept");
 
-    let doomed = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0).unwrap();
+    let doomed = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0, None).unwrap();
     let d = fx.dir(doomed.root, "d");
     let e = fx.dir(d, "e");
     let f = fx.file(e, "f");
     fx.write(f, 0, b"gone");
     core.link(f, doomed.root, b"hard").unwrap();
-    core.setxattr(f, b"user.x", b"1", XattrMode::Any).unwrap();
-    core.setxattr(d, b"user.y", b"2", XattrMode::Any).unwrap();
+    core.setxattr(f, b"user.x", b"1", XattrMode::Any, false).unwrap();
+    core.setxattr(d, b"user.y", b"2", XattrMode::Any, false).unwrap();
     core.make_node(USER, d, b"s", NodeSpec::Symlink(b"e/f".to_vec()), 0o777).unwrap();
     let open = fx.file(doomed.root, "open");
     let _file = core.open(open).unwrap();
@@ -1265,7 +1266,7 @@ fn deleting_a_volume_removes_everything_in_it() {
     assert_eq!(report.volumes, 2);
     // The other volumes are untouched, and the name can be used again, for an empty volume.
     assert_eq!(fx.read(kept), b"kept");
-    let again = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0).unwrap();
+    let again = fx.pool.create_volume(&VolumeName::parse("doomed").unwrap(), 0, None).unwrap();
     assert!(again.id != doomed.id && again.root != doomed.root);
     assert!(fx.names(again.root).is_empty());
     let names: Vec<String> = fx.pool.volumes().unwrap().into_iter().map(|v| v.name).collect();
@@ -1374,7 +1375,7 @@ fn crash_child() {
     drop(file);
     core.release(f.ino).unwrap();
     core.link(f.ino, root, b"hard").unwrap();
-    core.setxattr(f.ino, b"user.k", b"v", XattrMode::Any).unwrap();
+    core.setxattr(f.ino, b"user.k", b"v", XattrMode::Any, false).unwrap();
     core.rename(root, b"old", d.ino, b"moved", RenameMode::Replace).unwrap();
     let (g, open) = core.make_node(USER, root, b"open-then-unlinked", NodeSpec::File, 0o644).unwrap();
     core.write(open.as_ref().unwrap(), 0, b"gone").unwrap();

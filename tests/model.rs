@@ -50,6 +50,10 @@ const CLONES: [&str; 3] = ["c0", "c1", "c2"];
 /// The largest capacity, in blocks of the pool's filesystem; every file stays within its
 /// first block.
 const MAX_BLOCKS: u64 = 8;
+/// Capacities here are a few blocks, whose default inode limit (one per 16 KiB) would stop
+/// the model's trees; the first volume (and so every clone) gets this limit instead. Inode
+/// limits have tests of their own (tests/capacity.rs).
+const INODES: Option<u64> = Some(1 << 30);
 
 /// A path below the volume's root, as indices into `NAMES`.
 #[derive(Clone, PartialEq, Eq)]
@@ -1086,7 +1090,7 @@ impl Sut {
         let dir = tmp.path().join("pool");
         let pool = Pool::open(&dir, mode).unwrap();
         let block = volfs::core::statvfs(&dir).unwrap().f_bsize.max(512);
-        let vol = pool.create_volume(&volume_name(FIRST), 0).unwrap();
+        let vol = pool.create_volume(&volume_name(FIRST), 0, INODES).unwrap();
         let views = vec![View { vol, handles: Vec::new() }];
         Sut { pool: Some(pool), views, block, dir, tmp: Some(tmp), used }
     }
@@ -1170,7 +1174,8 @@ impl Sut {
                     true => Source::Snapshot(from.clone()),
                     false => Source::Volume(from.clone()),
                 };
-                let vol = pool.create_volume_from(&volume_name(CLONES[*name]), &source, *capacity).map_err(errno)?;
+                let vol =
+                    pool.create_volume_from(&volume_name(CLONES[*name]), &source, *capacity, None).map_err(errno)?;
                 self.views.push(View { vol, handles: Vec::new() });
                 Ok(())
             }
@@ -1280,7 +1285,7 @@ impl View {
             }
             Op::SetXattr { path, name, value, mode } => {
                 let ino = self.resolve(core, &path.0)?;
-                core.setxattr(ino, XATTRS[*name].as_bytes(), value, *mode).map_err(errno)
+                core.setxattr(ino, XATTRS[*name].as_bytes(), value, *mode, false).map_err(errno)
             }
             Op::RemoveXattr { path, name } => {
                 let ino = self.resolve(core, &path.0)?;

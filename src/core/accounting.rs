@@ -2,7 +2,7 @@
 //! the kernel wrote into passthrough files, statfs, and the usage records.
 
 use super::{statvfs, Core, OpenFile, StatFs, BLOCK_SIZE};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::meta::{DataId, Ino, Txn, Usage, Volume, VolumeId};
 use crate::space::allocated_total;
 
@@ -16,6 +16,8 @@ pub struct Account {
     pub used: u64,
     /// Bytes promised to writes in flight.
     pub(super) reserved: u64,
+    /// The most inodes it may hold (`Volume::inode_limit`).
+    pub inodes: Option<u64>,
 }
 
 /// A file the kernel reads and writes directly (passthrough): the daemon sees none of those
@@ -56,12 +58,18 @@ impl Core {
         let blocks = if account.capacity > 0 { account.capacity / bsize } else { used + pool_free };
         let free = pool_free.min(blocks.saturating_sub(used));
         let usage: Usage = self.meta.usage(volume.id)?;
-        let ffree = pool.f_ffree.max(1 << 20);
+        let (files, ffree) = match account.inodes {
+            Some(limit) => (limit, limit.saturating_sub(usage.inodes)),
+            None => {
+                let ffree = pool.f_ffree.max(1 << 20);
+                (usage.inodes + ffree, ffree)
+            }
+        };
         Ok(StatFs {
             blocks,
             bfree: free,
             bavail: free,
-            files: usage.inodes + ffree,
+            files,
             ffree,
             bsize: BLOCK_SIZE,
             namelen: crate::names::NAME_MAX as u32,
@@ -114,13 +122,27 @@ impl Core {
     }
 
     /// Starts accounting for a new volume that already holds `used` bytes (a snapshot or clone).
-    pub(crate) fn start_account(&self, volume: VolumeId, capacity: u64, used: u64) {
-        self.space.insert(volume, Account { capacity, used, reserved: 0 });
+    pub(crate) fn start_account(&self, volume: &Volume, used: u64) {
+        let (capacity, inodes) = (volume.capacity, volume.inode_limit());
+        self.space.insert(volume.id, Account { capacity, used, reserved: 0, inodes });
     }
 
-    /// Sets a volume's capacity for every write from now on (starting its account if new).
-    pub(crate) fn set_capacity(&self, volume: VolumeId, capacity: u64) {
-        self.space.entry(volume).or_default().capacity = capacity;
+    /// Sets a volume's capacity and inode limit for every change from now on (starting its
+    /// account if new).
+    pub(crate) fn set_limits(&self, volume: &Volume) {
+        let mut account = self.space.entry(volume.id).or_default();
+        account.capacity = volume.capacity;
+        account.inodes = volume.inode_limit();
+    }
+
+    /// Fails with ENOSPC when a volume holds all the inodes it may. The caller holds the
+    /// write lock, so the count cannot move before its transaction commits.
+    pub(super) fn check_inode_room(&self, volume: VolumeId) -> Result<()> {
+        let Some(limit) = self.account(volume).inodes else { return Ok(()) };
+        if self.meta.usage(volume)?.inodes >= limit {
+            return Err(Error::NoSpace(format!("volume {} holds all the {limit} inodes it may", volume.0)));
+        }
+        Ok(())
     }
 
     /// Whether a volume's writes must go through the daemon, which keeps them within its

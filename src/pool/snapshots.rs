@@ -50,15 +50,22 @@ impl Pool {
             return Err(Error::Exists(format!("snapshot {name}")));
         }
         let source = self.writable_volume(volume.as_str())?;
-        self.cut(&source, &name, true, source.capacity)
+        self.cut(&source, &name, true, source.capacity, source.inodes)
     }
 
     /// Creates volume `name` from `source`: a clone of a volume or a restore of a snapshot,
-    /// sharing its records and data until either side changes them. A capacity below what the
-    /// source holds is refused.
-    pub fn create_volume_from(&self, name: &VolumeName, source: &Source, capacity: Option<u64>) -> Result<Volume> {
+    /// sharing its records and data until either side changes them. Without a capacity or an
+    /// inode limit, it takes its source's. A capacity or inode limit below what the source
+    /// holds is refused.
+    pub fn create_volume_from(
+        &self,
+        name: &VolumeName,
+        source: &Source,
+        capacity: Option<u64>,
+        inodes: Option<u64>,
+    ) -> Result<Volume> {
         let source_name = match source {
-            Source::Nothing => return self.create_volume(name, capacity.unwrap_or(0)),
+            Source::Nothing => return self.create_volume(name, capacity.unwrap_or(0), inodes),
             Source::Volume(v) => v,
             Source::Snapshot(s) => s,
         };
@@ -83,7 +90,7 @@ impl Pool {
                 crate::quantity::HumanBytes(held)
             )));
         }
-        self.cut(&from, name.as_str(), false, capacity)
+        self.cut(&from, name.as_str(), false, capacity, inodes.or(from.inodes))
     }
 
     /// A volume (not a snapshot) by name.
@@ -98,7 +105,7 @@ impl Pool {
     /// Makes a new view `name` that shares everything `from` holds now: a read-only snapshot,
     /// or a writable volume. A writable source goes on in a new layer of its own. The caller
     /// holds the cut and write locks.
-    fn cut(&self, from: &Volume, name: &str, snapshot: bool, capacity: u64) -> Result<Volume> {
+    fn cut(&self, from: &Volume, name: &str, snapshot: bool, capacity: u64, inodes: Option<u64>) -> Result<Volume> {
         if !from.is_snapshot() && self.core.has_passthrough_files(from.id) {
             return Err(Error::Busy(format!(
                 "volume {} has files open with passthrough I/O (the kernel changes them directly); \
@@ -129,7 +136,10 @@ impl Pool {
             view,
             layers,
             snapshot_of: snapshot.then(|| from.name.clone()),
+            inodes,
         };
+        let held_inodes = meta.usage(from.id)?.inodes;
+        super::check_inodes_fit(&new, held_inodes)?;
         let used = core.space_of(from.id)?.used;
         // Files open but unlinked at the cut are orphans of the new view too: a clone reclaims
         // them at the next start, a snapshot keeps them until it goes.
@@ -137,9 +147,9 @@ impl Pool {
             txn.put_orphan(orphan.in_view(view));
         }
         txn.put_volume(&new);
-        txn.put_usage(id, &Usage { inodes: meta.usage(from.id)?.inodes, bytes: used });
+        txn.put_usage(id, &Usage { inodes: held_inodes, bytes: used });
         meta.commit(txn)?;
-        core.start_account(id, capacity, used);
+        core.start_account(&new, used);
         tracing::info!(from = %from.name, to = %new.name, snapshot, "cut");
         Ok(new)
     }

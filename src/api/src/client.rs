@@ -97,7 +97,8 @@ impl Client {
         capacity: Option<u64>,
         from: Option<VolumeSource>,
     ) -> Result<VolumeInfo, ApiError> {
-        self.typed(&Request::CreateVolume { name: name.to_string(), capacity, from }).await
+        // The default inode limit (one per 16 KiB of capacity) is the one Kubernetes volumes get.
+        self.typed(&Request::CreateVolume { name: name.to_string(), capacity, inodes: None, from }).await
     }
 
     pub async fn inspect_volume(&self, name: &str) -> Result<VolumeInfo, ApiError> {

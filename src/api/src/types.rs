@@ -18,6 +18,10 @@ pub enum Request {
         name: String,
         #[serde(default)]
         capacity: Option<u64>,
+        /// The most inodes it may hold; without it, one per 16 KiB of capacity (a clone or
+        /// restore takes its source's), or no limit but the pool's without a capacity.
+        #[serde(default)]
+        inodes: Option<u64>,
         #[serde(default)]
         from: Option<VolumeSource>,
     },
@@ -153,8 +157,12 @@ pub struct VolumeInfo {
     pub used_bytes: u64,
     /// What `df` on a mount shows as available.
     pub available_bytes: u64,
+    /// Inodes it holds.
     pub inodes: u64,
     pub inodes_free: u64,
+    /// `None`: no inode limit of its own, bounded by the pool.
+    #[serde(default)]
+    pub inode_limit: Option<u64>,
     pub created_unix: i64,
     /// Where it is mounted (filled in by `InspectVolume`).
     #[serde(default)]
