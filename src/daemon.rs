@@ -354,6 +354,7 @@ impl Service {
                 capacity_bytes: (v.capacity > 0).then_some(v.capacity),
                 used_bytes: core.space_of(v.id)?.used,
                 inodes: core.meta().usage(v.id)?.inodes,
+                inode_limit: v.inode_limit(),
                 exclusive_bytes: exclusive.get(&v.name).copied(),
                 mounts: mounted.len() as u64 - views,
                 views,

@@ -55,6 +55,12 @@ pub fn families(stats: &PoolStats, f: &mut Families) -> fmt::Result {
     )?;
     f.gauge("volfs_volume_inodes_used", "Inodes the volume holds.", None, each(|v| Some(v.inodes)))?;
     f.gauge(
+        "volfs_volume_inodes",
+        "The most inodes the volume may hold; volumes bounded by the pool only are not listed.",
+        None,
+        each(|v| v.inode_limit),
+    )?;
+    f.gauge(
         "volfs_snapshot_exclusive",
         "Bytes only this snapshot holds: what deleting it frees.",
         Some(Unit::Bytes),

@@ -192,6 +192,8 @@ fn metrics_move_as_the_workload_says() {
     assert_eq!(sample(&after, "volfs_volume_capacity_bytes", &volume), (64 << 20) as f64);
     assert_eq!(sample(&after, "volfs_volume_used_bytes", &volume), inspect["used_bytes"].as_u64().unwrap() as f64);
     assert_eq!(sample(&after, "volfs_volume_inodes_used", &volume), inspect["inodes"].as_u64().unwrap() as f64);
+    assert_eq!(sample(&after, "volfs_volume_inodes", &volume), inspect["inode_limit"].as_u64().unwrap() as f64);
+    assert_eq!(find_sample(&after, "volfs_volume_inodes", &[("volume", "pt")]), None, "no limit of its own");
     assert_eq!(sample(&after, "volfs_volume_mounts", &[("volume", "cap"), ("snapshot", ""), ("kind", "volume")]), 1.0);
     assert_eq!(sample(&after, "volfs_volume_mounts", &[("volume", "cap"), ("snapshot", ""), ("kind", "view")]), 1.0);
     assert_eq!(sample(&after, "volfs_volume_snapshots", &[("volume", "cap")]), 1.0);

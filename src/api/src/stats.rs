@@ -40,6 +40,9 @@ pub struct VolumeStats {
     pub capacity_bytes: Option<u64>,
     pub used_bytes: u64,
     pub inodes: u64,
+    /// The most inodes it may hold; None: bounded by the pool only.
+    #[serde(default)]
+    pub inode_limit: Option<u64>,
     /// For a snapshot: bytes no volume or other snapshot shares (what deleting it frees).
     #[serde(default)]
     pub exclusive_bytes: Option<u64>,
