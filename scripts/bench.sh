@@ -29,11 +29,6 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-	sed -n '/^# Usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-	exit 2
-}
-
 json_out=""
 repeat=${BENCH_REPEAT:-3}
 runtime=${BENCH_RUNTIME:-10}
@@ -53,8 +48,8 @@ while (($#)); do
 	--only) only=${2:?} && shift ;;
 	--native) native_parent=${2:?} && shift ;;
 	--capacity) capacity=${2:?} && shift ;;
-	-h | --help) usage ;;
-	*) usage ;;
+	-h | --help) vf_usage ;;
+	*) vf_usage ;;
 	esac
 	shift
 done

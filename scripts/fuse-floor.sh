@@ -13,18 +13,13 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-	sed -n '/^# Usage:/,/^# Needs/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-	exit 2
-}
-
 files=10000
 repeat=5
 while (($#)); do
 	case $1 in
 	--files) files=${2:?} && shift ;;
 	--repeat) repeat=${2:?} && shift ;;
-	*) usage ;;
+	*) vf_usage ;;
 	esac
 	shift
 done

@@ -45,6 +45,13 @@ vf_require() {
 }
 
 # vf_require_count WHAT VALUE: dies unless VALUE is a positive integer; WHAT names the option.
+# vf_usage: print the calling script's "# Usage:" comment block (up to its first line that is
+# not a comment) and exit 2.
+vf_usage() {
+	sed -n '/^# Usage:/,/^[^#]/p' "${BASH_SOURCE[1]}" | sed '$d; s/^# \{0,1\}//' >&2
+	exit 2
+}
+
 vf_require_count() {
 	[[ $2 =~ ^[1-9][0-9]*$ ]] || vf_die "$1 must be a positive integer, not '$2'"
 }

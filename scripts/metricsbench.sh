@@ -16,11 +16,6 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-	sed -n '/^# Usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-	exit 2
-}
-
 repeat=3
 runtime=10
 files=5000
@@ -31,7 +26,7 @@ while (($#)); do
 	--runtime) runtime=${2:?} && shift ;;
 	--files) files=${2:?} && shift ;;
 	--capacity) capacity=${2:?} && shift ;;
-	*) usage ;;
+	*) vf_usage ;;
 	esac
 	shift
 done

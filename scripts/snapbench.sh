@@ -32,11 +32,6 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() {
-	sed -n '/^# Usage:/,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
-	exit 2
-}
-
 json_out=""
 files=100000
 data=10g
@@ -49,8 +44,8 @@ while (($#)); do
 	--data) data=${2:?} && shift ;;
 	--runtime) runtime=${2:?} && shift ;;
 	--repeat) repeat=${2:?} && shift ;;
-	-h | --help) usage ;;
-	*) usage ;;
+	-h | --help) vf_usage ;;
+	*) vf_usage ;;
 	esac
 	shift
 done
