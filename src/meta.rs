@@ -17,6 +17,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::stats::Histogram;
 
+pub mod memory;
+
 /// A pool-wide inode number: the view it is seen through (a volume, or a snapshot of one) in
 /// the top 24 bits and the inode within that view's records below. A volume and its snapshots
 /// and clones share records, and the kernel still sees a distinct inode in each. Stable for the

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::core::{Core, DataFile};
 use crate::data::DataStore;
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Ino, Inode, Kind, Meta, Timestamp, Txn, Under, Usage, Volume, VolumeId};
+use crate::meta::{DataId, Ino, Inode, Kind, KvStore, Meta, Timestamp, Txn, Under, Usage, Volume, VolumeId};
 use crate::names::VolumeName;
 pub use volfs_api::{SnapshotInfo, VolumeInfo};
 
@@ -51,7 +51,13 @@ impl Pool {
     /// Opens the pool at `dir`, taking its lock. After an unclean stop, reclaims what
     /// interrupted operations left behind (the pool is consistent either way).
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Pool> {
-        let mut pool = Pool::open_unrecovered(dir, mode)?;
+        Pool::open_with(dir, mode, None)
+    }
+
+    /// `open`, with the metadata in `store` instead of the pool's own engine (`meta/`): tests
+    /// use an in-memory store, or one that crashes at a chosen commit.
+    pub fn open_with(dir: &Path, mode: OpenMode, store: Option<Box<dyn KvStore>>) -> Result<Pool> {
+        let mut pool = Pool::unrecovered(dir, mode, store)?;
         let was_clean = fs::remove_file(pool.dir.join(CLEAN_MARK)).is_ok();
         let _w = pool.core.lock();
         // Nothing is open right after a start, so every orphan inode can go.
@@ -77,10 +83,17 @@ impl Pool {
 
     /// Opens the pool without any recovery, as fsck wants to see it.
     pub fn open_unrecovered(dir: &Path, mode: OpenMode) -> Result<Pool> {
+        Pool::unrecovered(dir, mode, None)
+    }
+
+    fn unrecovered(dir: &Path, mode: OpenMode, store: Option<Box<dyn KvStore>>) -> Result<Pool> {
         prepare_dir(dir, mode)?;
         make_private(dir)?;
         let lock = take_lock(dir)?;
-        let meta = Meta::open(&dir.join("meta"))?;
+        let meta = match store {
+            Some(store) => Meta::new(store)?,
+            None => Meta::open(&dir.join("meta"))?,
+        };
         let data = DataStore::at(&dir.join("data"))?;
         let core = Core::new(dir, meta, data)?;
         let consistent = dir.join(CLEAN_MARK).exists();

@@ -29,6 +29,7 @@ use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
 
 use volfs::core::{Caller, Core, NodeSpec, OpenFile, RenameMode, SetAttr, XattrMode};
 use volfs::fsck;
+use volfs::meta::memory::MemStore;
 use volfs::meta::{Ino, Kind, Volume};
 use volfs::names::VolumeName;
 use volfs::pool::{OpenMode, Pool, Source};
@@ -1045,11 +1046,11 @@ impl World {
 // The system under test
 // ---------------------------------------------------------------------------------------------
 
-/// Pools left empty by passed cases, for the cases that follow: making a pool costs far more
-/// than opening one. A pool serves a bounded number of cases, so that what an open replays
-/// stays small. Dropping the set removes the pools.
+/// Pools left empty by passed cases, with their metadata, for the cases that follow: making a
+/// pool costs more than opening one. A pool serves a bounded number of cases, so that what an
+/// open reads stays small. Dropping the set removes the pools.
 #[derive(Default)]
-struct Spares(Mutex<Vec<(tempfile::TempDir, u32)>>);
+struct Spares(Mutex<Vec<(tempfile::TempDir, MemStore, u32)>>);
 
 const CASES_PER_POOL: u32 = 16;
 
@@ -1062,6 +1063,9 @@ struct Sut {
     block: u64,
     dir: PathBuf,
     tmp: Option<tempfile::TempDir>,
+    /// The pool's metadata, in memory: the model test checks the core's rules, and a reopen
+    /// opens the pool again over the same records (the on-disk engine has tests of its own).
+    store: MemStore,
     /// How many cases the pool served before this one.
     used: u32,
 }
@@ -1083,16 +1087,16 @@ fn volume_name(name: &str) -> VolumeName {
 impl Sut {
     fn new(spares: &Spares) -> Sut {
         let spare = spares.0.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let (tmp, used, mode) = match spare {
-            Some((tmp, used)) => (tmp, used, OpenMode::Existing),
-            None => (tempfile::tempdir().unwrap(), 0, OpenMode::CreateIfMissing),
+        let (tmp, store, used, mode) = match spare {
+            Some((tmp, store, used)) => (tmp, store, used, OpenMode::Existing),
+            None => (tempfile::tempdir().unwrap(), MemStore::default(), 0, OpenMode::CreateIfMissing),
         };
         let dir = tmp.path().join("pool");
-        let pool = Pool::open(&dir, mode).unwrap();
+        let pool = Pool::open_with(&dir, mode, Some(Box::new(store.clone()))).unwrap();
         let block = volfs::core::statvfs(&dir).unwrap().f_bsize.max(512);
         let vol = pool.create_volume(&volume_name(FIRST), 0, INODES).unwrap();
         let views = vec![View { vol, handles: Vec::new() }];
-        Sut { pool: Some(pool), views, block, dir, tmp: Some(tmp), used }
+        Sut { pool: Some(pool), views, block, dir, tmp: Some(tmp), store, used }
     }
 
     /// Checks that the pool, its views all deleted, holds nothing at all, and keeps it for
@@ -1118,7 +1122,7 @@ impl Sut {
         drop(pool);
         if self.used + 1 < CASES_PER_POOL {
             let tmp = self.tmp.take().expect("directory is there");
-            spares.0.lock().unwrap_or_else(|p| p.into_inner()).push((tmp, self.used + 1));
+            spares.0.lock().unwrap_or_else(|p| p.into_inner()).push((tmp, self.store.clone(), self.used + 1));
         }
         Ok(())
     }
@@ -1140,7 +1144,7 @@ impl Sut {
             view.handles.clear();
         }
         self.pool = None;
-        let pool = Pool::open(&self.dir, OpenMode::Existing).unwrap();
+        let pool = Pool::open_with(&self.dir, OpenMode::Existing, Some(Box::new(self.store.clone()))).unwrap();
         for view in &self.views {
             assert_eq!(pool.volume(&view.vol.name).unwrap(), view.vol);
         }
