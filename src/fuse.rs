@@ -110,7 +110,9 @@ pub struct VolumeFs {
     root: Ino,
     options: MountOptions,
     passthrough: AtomicBool,
-    handles: DashMap<u64, Handle>,
+    /// Open files. Callers clone a handle out, so that no map guard is held across a call into
+    /// the core (which may do I/O).
+    handles: DashMap<u64, Arc<Handle>>,
     next_fh: AtomicU64,
     /// The kernel accepts one backing file per inode at a time, so every open of an inode
     /// shares it while any is open.
@@ -312,7 +314,7 @@ impl VolumeFs {
 
     /// Runs `f` on the data file of an open handle.
     fn with_file<T>(&self, fh: FileHandle, f: impl FnOnce(&Handle) -> crate::Result<T>) -> crate::Result<T> {
-        let handle = self.handles.get(&fh.0).ok_or(Error::BadHandle(fh.0))?;
+        let handle = self.handles.get(&fh.0).map(|h| h.clone()).ok_or(Error::BadHandle(fh.0))?;
         f(&handle)
     }
 
@@ -455,9 +457,8 @@ impl fuser::Filesystem for VolumeFs {
         let (atime, mtime) = (atime.map(time_set), mtime.map(time_set));
         let set = SetAttr { mode, uid, gid, size, atime, mtime, kill_suidgid };
         let ino = self.ino(ino);
-        let handle = fh.and_then(|fh| self.handles.get(&fh.0));
+        let handle = fh.and_then(|fh| self.handles.get(&fh.0).map(|h| h.clone()));
         let result = self.core().setattr(ino, &set, handle.as_ref().map(|h| &h.file));
-        drop(handle);
         reply!(reply, served, result, |a| {
             self.publish(|| vec![if size.is_some() { Change::Data(ino) } else { Change::Attr(ino) }]);
             self.attr(reply, &a)
@@ -601,12 +602,12 @@ impl fuser::Filesystem for VolumeFs {
                 let fh = self.new_fh();
                 let handle = Handle { ino, writable, file, backing: Some(id.clone()) };
                 self.track_passthrough(&handle);
-                self.handles.insert(fh.0, handle);
+                self.handles.insert(fh.0, Arc::new(handle));
                 reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS, &id);
             }
             None => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino, writable, file, backing: None });
+                self.handles.insert(fh.0, Arc::new(Handle { ino, writable, file, backing: None }));
                 reply.opened(fh, OPEN_FLAGS | FopenFlags::FOPEN_KEEP_CACHE);
             }
         }
@@ -818,7 +819,7 @@ impl fuser::Filesystem for VolumeFs {
                 let fh = self.new_fh();
                 let handle = Handle { ino: attr.ino, writable: true, file, backing: Some(id.clone()) };
                 self.track_passthrough(&handle);
-                self.handles.insert(fh.0, handle);
+                self.handles.insert(fh.0, Arc::new(handle));
                 reply.created_passthrough(
                     &self.attr_ttl(&attr),
                     &fattr,
@@ -830,7 +831,7 @@ impl fuser::Filesystem for VolumeFs {
             }
             None => {
                 let fh = self.new_fh();
-                self.handles.insert(fh.0, Handle { ino: attr.ino, writable: true, file, backing: None });
+                self.handles.insert(fh.0, Arc::new(Handle { ino: attr.ino, writable: true, file, backing: None }));
                 reply.created(
                     &self.attr_ttl(&attr),
                     &fattr,

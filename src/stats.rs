@@ -156,6 +156,8 @@ impl Histogram {
 
 /// The counters of one volume or snapshot, shared by all its mounts and kept across them.
 pub struct VolumeCounters {
+    /// `VOLUME` or `VOLUME@SNAP`, for the span of each request.
+    volume: String,
     requests: [Histogram; Op::ALL.len()],
     /// Failed requests by (operation, errno); touched only on failure.
     errors: DashMap<(Op, i32), u64>,
@@ -164,9 +166,10 @@ pub struct VolumeCounters {
     pub passthrough_opens: AtomicU64,
 }
 
-impl Default for VolumeCounters {
-    fn default() -> Self {
+impl VolumeCounters {
+    pub fn new(volume: &str) -> Self {
         VolumeCounters {
+            volume: volume.to_string(),
             requests: std::array::from_fn(|_| Histogram::default()),
             errors: DashMap::new(),
             read_bytes: AtomicU64::new(0),
@@ -174,12 +177,12 @@ impl Default for VolumeCounters {
             passthrough_opens: AtomicU64::new(0),
         }
     }
-}
 
-impl VolumeCounters {
-    /// Starts timing one request; it counts when the returned guard drops.
+    /// Starts timing one request, inside a span naming it and its volume; it counts when the
+    /// returned guard drops.
     pub fn request(&self, op: Op) -> Request<'_> {
-        Request { counters: self, op, start: Instant::now() }
+        let span = tracing::debug_span!("fuse", op = op.name(), volume = %self.volume).entered();
+        Request { counters: self, op, start: Instant::now(), _span: span }
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -210,6 +213,7 @@ pub struct Request<'a> {
     counters: &'a VolumeCounters,
     op: Op,
     start: Instant,
+    _span: tracing::span::EnteredSpan,
 }
 
 impl Request<'_> {
@@ -239,7 +243,7 @@ impl Counters {
     /// The counters of `volume`, made on first use.
     pub fn volume(&self, volume: &str) -> Arc<VolumeCounters> {
         let mut volumes = self.volumes.lock().unwrap_or_else(|p| p.into_inner());
-        volumes.entry(volume.to_string()).or_default().clone()
+        volumes.entry(volume.to_string()).or_insert_with(|| Arc::new(VolumeCounters::new(volume))).clone()
     }
 
     /// The counters of `volume` if it was ever mounted.
@@ -297,7 +301,7 @@ mod tests {
 
     #[test]
     fn requests_count_by_operation_with_errors() {
-        let c = VolumeCounters::default();
+        let c = VolumeCounters::new("v");
         for _ in 0..3 {
             drop(c.request(Op::Create));
         }
