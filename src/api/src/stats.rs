@@ -117,10 +117,15 @@ impl Latency {
         self.sum_seconds += other.sum_seconds;
     }
 
-    /// What happened since `earlier` (a histogram of the same counter, taken before).
+    /// What happened since `earlier` (a histogram of the same counter, taken before); nothing
+    /// where the counter started again from zero in between (a restarted daemon).
     pub fn since(&self, earlier: &Latency) -> Latency {
-        let buckets =
-            self.buckets.iter().enumerate().map(|(i, n)| n - earlier.buckets.get(i).copied().unwrap_or(0)).collect();
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| n.saturating_sub(earlier.buckets.get(i).copied().unwrap_or(0)))
+            .collect();
         Latency { buckets, sum_seconds: (self.sum_seconds - earlier.sum_seconds).max(0.0) }
     }
 
@@ -177,6 +182,7 @@ mod tests {
     fn differences_and_sums() {
         let (a, b) = (latency(&[1, 2, 3]), latency(&[2, 5, 3]));
         assert_eq!(b.since(&a).buckets, vec![1, 3, 0]);
+        assert_eq!(a.since(&b).buckets, vec![0, 0, 0], "a counter that started again");
         let mut s = latency(&[1]);
         s.add(&a);
         assert_eq!(s.buckets, vec![2, 2, 3]);
