@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{json, Value};
 
-use common::docker::{plugin_socket, Dockerd, BUSYBOX_IMAGE};
+use common::docker::{plugin_call, plugin_socket, Dockerd, PluginAnswer, BUSYBOX_IMAGE};
 use common::mountd::Mountd;
 use mountd::records::{DockerRecord, Records, State};
 
@@ -319,48 +317,4 @@ fn bad_requests_are_refused_naming_the_problem_and_change_nothing() {
     assert!(s.data_plane_volumes().is_empty(), "nothing was created: {:?}", s.data_plane_volumes());
     assert!(s.docker_volumes().is_empty());
     assert_eq!(s.plugin("VolumeDriver.List", "{}").json()["Volumes"], json!([]));
-}
-
-/// What the plugin answered one request.
-struct PluginAnswer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl PluginAnswer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-
-    /// The protocol's `Err`: empty when the call succeeded.
-    fn err(&self) -> String {
-        self.json()["Err"].as_str().unwrap_or_else(|| panic!("no Err: {}", self.body)).to_string()
-    }
-}
-
-/// One HTTP/1.1 POST to the plugin socket, as dockerd sends it.
-fn plugin_call(socket: &Path, call: &str, body: &str) -> PluginAnswer {
-    let mut stream = UnixStream::connect(socket).expect("connecting to the plugin socket");
-    let request = format!(
-        "POST /{call} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1+json\r\n\
-         Content-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {response}"));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok());
-    let content_type = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string());
-    PluginAnswer {
-        status: status.unwrap_or_else(|| panic!("no status: {head}")),
-        content_type: content_type.unwrap_or_default(),
-        body: body.to_string(),
-    }
 }

@@ -291,20 +291,6 @@ fn mountd_metrics(m: &common::mountd::Mountd) -> String {
     }
 }
 
-/// One Docker volume-plugin call over its unix socket, as dockerd makes it.
-fn plugin_call(socket: &Path, call: &str, body: &str) -> String {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("the plugin socket");
-    write!(
-        stream,
-        "POST /{call} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mountd_counts_csi_rpcs_plugin_calls_volumes_and_claims() {
     use mountd::csi::v1::controller_client::ControllerClient;
@@ -345,8 +331,10 @@ async fn mountd_counts_csi_rpcs_plugin_calls_volumes_and_claims() {
         .into_inner();
     let volume_id = created.volume.expect("a volume").volume_id;
     controller.delete_volume(DeleteVolumeRequest { volume_id, ..Default::default() }).await.expect("DeleteVolume");
-    assert!(plugin_call(&plugin, "Plugin.Activate", "{}").contains("VolumeDriver"));
-    assert!(plugin_call(&plugin, "VolumeDriver.Get", r#"{"Name":"missing"}"#).contains("\"Err\":\""));
+    assert!(common::docker::plugin_call(&plugin, "Plugin.Activate", "{}").body.contains("VolumeDriver"));
+    assert!(common::docker::plugin_call(&plugin, "VolumeDriver.Get", r#"{"Name":"missing"}"#)
+        .body
+        .contains("\"Err\":\""));
 
     // Standalone mode: a claim bound to a volume provisioned for it, and a pod using it.
     let manifests = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\nprovisioner: csi.volfs.io\n---\n\

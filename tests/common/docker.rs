@@ -236,3 +236,47 @@ fn flag(name: &str, value: impl AsRef<OsStr>) -> std::ffi::OsString {
     arg.push(value.as_ref());
     arg
 }
+
+/// One Docker volume-plugin call over its unix socket, as dockerd makes it.
+pub fn plugin_call(socket: &Path, call: &str, body: &str) -> PluginAnswer {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connecting to the plugin socket");
+    let request = format!(
+        "POST /{call} HTTP/1.1\r\nHost: plugin\r\nAccept: application/vnd.docker.plugins.v1+json\r\n\
+         Content-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {response}"));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok());
+    let content_type = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim().to_string());
+    PluginAnswer {
+        status: status.unwrap_or_else(|| panic!("no status: {head}")),
+        content_type: content_type.unwrap_or_default(),
+        body: body.to_string(),
+    }
+}
+
+/// The plugin's answer: HTTP status, content type, body.
+pub struct PluginAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl PluginAnswer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The protocol's `Err`: empty when the call succeeded.
+    pub fn err(&self) -> String {
+        self.json()["Err"].as_str().unwrap_or_else(|| panic!("no Err: {}", self.body)).to_string()
+    }
+}
