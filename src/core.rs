@@ -9,36 +9,38 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
 
+use crate::data::blocks::allocated_total;
 use crate::data::DataStore;
 use crate::error::{Error, Result};
 use crate::meta::{DataId, Dirent, Ino, Inode, Kind, Meta, Timestamp, Txn, Under, ViewId, VolumeId};
 use crate::names::check_component;
-use crate::space::allocated_total;
 
-mod accounting;
 pub mod acl;
+mod capacity;
 mod io;
-mod overlay;
+mod passthrough;
+mod snapshot;
+mod subpath;
+mod volumes;
 mod xattr;
 
-pub use accounting::Account;
-use accounting::DirectWrites;
 use acl::Acl;
+pub use capacity::Account;
 pub use io::OpenFile;
 use io::IO_LOCKS;
-pub use overlay::CHUNK;
+use passthrough::DirectWrites;
+pub use snapshot::overlay::CHUNK;
+pub use snapshot::{parse_snapshot_name, Source};
 
 /// Most hard links one inode may have, as on ext4.
 pub const LINK_MAX: u32 = 65_000;
 /// The block size reported to applications.
 pub const BLOCK_SIZE: u32 = 4096;
-/// The largest xattr value the kernel passes (XATTR_SIZE_MAX).
-const XATTR_SIZE_MAX: usize = 65_536;
 
 /// Who asks: ownership of new inodes comes from here, and the umask their mode loses when
 /// the parent directory has no default ACL.
@@ -237,17 +239,6 @@ impl Core {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Held while file data changes, or while the kernel is handed a data file to change.
-    pub fn changing_data(&self) -> RwLockReadGuard<'_, ()> {
-        self.cut.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Held while a snapshot or clone is cut (or fsck looks at data files): no file data
-    /// changes meanwhile. Taken before the write lock.
-    pub(crate) fn cutting(&self) -> RwLockWriteGuard<'_, ()> {
-        self.cut.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A fresh view id, recorded in `txn`; one per transaction. The caller holds the write lock.
     pub(crate) fn alloc_view(&self, txn: &mut Txn) -> Result<ViewId> {
         let next = self.meta.counter(NEXT_VIEW)?.max(1);
@@ -439,55 +430,6 @@ impl Core {
         Ok((self.attr_of(ino, &inode)?, file))
     }
 
-    /// Resolves `path`, relative to the directory `root`, to a directory (or, as its last
-    /// component, a regular file) without ever following a symbolic link: a symlink anywhere
-    /// on the way is an error naming it, as are an absolute path and any `..`. With `create`, missing directories are made with `root`'s mode (the
-    /// kubelet's rule for subPath), owned by root.
-    pub fn resolve_subpath(&self, root: Ino, path: &str, create: bool) -> Result<Ino> {
-        if path.starts_with('/') {
-            return Err(Error::Invalid(format!("subpath {path:?} must be relative")));
-        }
-        let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-        if parts.contains(&"..") {
-            return Err(Error::Invalid(format!("subpath {path:?} must not contain '..'")));
-        }
-        let mode = self.dir_inode(root)?.perm;
-        let mut cur = root;
-        for (i, part) in parts.iter().enumerate() {
-            let so_far = parts[..=i].join("/");
-            let entry = match self.meta.dirent(cur, part.as_bytes())? {
-                Some(entry) => entry,
-                None if create => {
-                    match self.make_node(Caller::ROOT, cur, part.as_bytes(), NodeSpec::Dir, mode) {
-                        // Someone made it meanwhile: look again.
-                        Ok(_) | Err(Error::Exists(_)) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.meta
-                        .dirent(cur, part.as_bytes())?
-                        .ok_or_else(|| Error::NotFound(format!("subpath {so_far:?} vanished while it was made")))?
-                }
-                None => return Err(Error::NotFound(format!("subpath {so_far:?} does not exist"))),
-            };
-            let last = i + 1 == parts.len();
-            match entry.kind {
-                Kind::Dir => cur = entry.ino,
-                // A view of one file, as a pod's subPath may name one.
-                Kind::File if last => cur = entry.ino,
-                Kind::Symlink => {
-                    return Err(Error::Invalid(format!(
-                        "subpath {so_far:?} is a symbolic link; links are not followed"
-                    )))
-                }
-                _ if last => {
-                    return Err(Error::Invalid(format!("subpath {so_far:?} is neither a directory nor a regular file")))
-                }
-                _ => return Err(Error::NotDir(format!("subpath {so_far:?} is not a directory"))),
-            }
-        }
-        Ok(cur)
-    }
-
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
         if inode.kind != Kind::Symlink {
@@ -603,7 +545,7 @@ impl Core {
         if under.is_empty() {
             return Ok(allocated_total(&top)?);
         }
-        Ok(overlay::Overlay::load(&self.data, under)?.allocated_total(&top)?)
+        Ok(snapshot::overlay::Overlay::load(&self.data, under)?.allocated_total(&top)?)
     }
 
     /// Whether a view other than that of `ino` still sees data file `id` as the inode's data.
@@ -863,121 +805,6 @@ impl Core {
         }
         Ok(out)
     }
-
-    /// Sets an xattr. `kill_sgid`: an access ACL set here also clears setgid, as the kernel
-    /// asks when the caller is neither in the file's group nor privileged.
-    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], mode: XattrMode, kill_sgid: bool) -> Result<()> {
-        check_xattr_name(name)?;
-        if value.len() > XATTR_SIZE_MAX {
-            return Err(Error::ValueTooLarge(XATTR_SIZE_MAX));
-        }
-        let _w = self.lock();
-        let mut inode = self.inode(ino)?;
-        let stored = if name == acl::ACCESS || name == acl::DEFAULT {
-            // As in the kernel, an ACL is set whatever the flags say.
-            let stored = self.acl_to_store(ino, &mut inode, name, value)?;
-            if kill_sgid && name == acl::ACCESS {
-                inode.perm &= !libc::S_ISGID;
-            }
-            stored
-        } else {
-            let exists = self.meta.xattr(ino, name)?.is_some();
-            match (mode, exists) {
-                (XattrMode::Create, true) => return Err(Error::Exists(lossy(name))),
-                (XattrMode::Replace, false) => return Err(Error::NoAttr),
-                _ => {}
-            }
-            Some(value.to_vec())
-        };
-        let mut txn = Txn::default();
-        match stored {
-            Some(value) => {
-                self.check_xattr_room(ino, name, value.len())?;
-                txn.put_xattr(ino, name, &value);
-            }
-            None => txn.delete_xattr(ino, name),
-        }
-        inode.ctime = Timestamp::now();
-        txn.put_inode(ino, &inode);
-        self.meta.commit(txn)
-    }
-
-    /// Fails with ENOSPC when the inode's xattrs, with `name` holding `len` bytes, would not
-    /// fit in an ext4 inode.
-    fn check_xattr_room(&self, ino: Ino, name: &[u8], len: usize) -> Result<()> {
-        let mut sizes = Vec::new();
-        for other in self.meta.xattr_names(ino)?.into_iter().filter(|n| n != name) {
-            let size = self.meta.xattr(ino, &other)?.map_or(0, |v| v.len());
-            sizes.push((other, size));
-        }
-        sizes.push((name.to_vec(), len));
-        sizes.sort();
-        if !xattr::fit(sizes.iter().map(|(n, l)| (n.as_slice(), *l))) {
-            return Err(Error::NoSpace(format!(
-                "inode {} has no room for {} bytes in xattr {}",
-                ino.0,
-                len,
-                lossy(name)
-            )));
-        }
-        Ok(())
-    }
-
-    /// The value to store for an access or default ACL (None: remove it). An access ACL sets
-    /// the mode's permission bits, and is not stored when the mode says all it says
-    /// (posix_acl_update_mode).
-    fn acl_to_store(&self, ino: Ino, inode: &mut Inode, name: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
-        match inode.kind {
-            Kind::Symlink => return Err(Error::NotSupported("ACLs on a symbolic link".into())),
-            Kind::Dir => {}
-            _ if name == acl::DEFAULT => {
-                return Err(Error::Invalid(format!("inode {} is not a directory; only they have default ACLs", ino.0)))
-            }
-            _ => {}
-        }
-        let parsed = Acl::parse(value)?;
-        if name == acl::DEFAULT {
-            return Ok(Some(parsed.to_xattr()));
-        }
-        let (mode, equivalent) = parsed.mode(inode.perm);
-        inode.perm = mode;
-        Ok((!equivalent).then(|| parsed.to_xattr()))
-    }
-
-    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
-        check_xattr_name(name)?;
-        self.inode(ino)?;
-        self.meta.xattr(ino, name)?.ok_or(Error::NoAttr)
-    }
-
-    /// The names of every xattr, each followed by NUL, as listxattr returns them.
-    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
-        self.inode(ino)?;
-        let mut out = Vec::new();
-        for name in self.meta.xattr_names(ino)? {
-            out.extend_from_slice(&name);
-            out.push(0);
-        }
-        Ok(out)
-    }
-
-    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
-        check_xattr_name(name)?;
-        let _w = self.lock();
-        let mut inode = self.inode(ino)?;
-        if self.meta.xattr(ino, name)?.is_none() {
-            // Removing an ACL there is not is no error, as on ext4: the mode stands alone.
-            if name == acl::ACCESS || name == acl::DEFAULT {
-                return Ok(());
-            }
-            return Err(Error::NoAttr);
-        }
-        inode.ctime = Timestamp::now();
-        let mut txn = Txn::default();
-        txn.delete_xattr(ino, name);
-        txn.put_inode(ino, &inode);
-        self.meta.commit(txn)
-    }
 }
 
 fn adjust_dir(dirs: &mut [(Ino, Inode)], ino: Ino, change: impl FnOnce(&mut Inode)) {
@@ -992,20 +819,6 @@ fn to_off(v: u64) -> Result<i64> {
 
 fn lossy(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
-}
-
-fn check_xattr_name(name: &[u8]) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::Invalid("empty xattr name".into()));
-    }
-    if name.len() > 255 {
-        return Err(Error::Range(255));
-    }
-    const NAMESPACES: [&[u8]; 4] = [b"user.", b"trusted.", b"security.", b"system."];
-    if !NAMESPACES.iter().any(|ns| name.starts_with(ns) && name.len() > ns.len()) {
-        return Err(Error::NotSupported(format!("xattr namespace of {:?}", lossy(name))));
-    }
-    Ok(())
 }
 
 pub fn statvfs(path: &Path) -> Result<libc::statvfs> {

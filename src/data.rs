@@ -10,6 +10,8 @@ use std::sync::Mutex;
 
 use crate::meta::DataId;
 
+pub mod blocks;
+
 pub struct DataStore {
     dir: PathBuf,
     /// Directories with entries created since they were last synced.

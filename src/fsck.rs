@@ -213,7 +213,7 @@ pub fn check(pool: &Pool, repair: bool, offline: bool) -> Result<FsckReport> {
         // Orphan inodes may be open while a daemon serves the pool; only an offline check
         // may remove them.
         let orphan_inodes: Vec<Ino> = if offline { orphans.into_iter().collect() } else { Vec::new() };
-        pool.reclaim(&unreferenced, &orphan_inodes)?;
+        core.reclaim(&unreferenced, &orphan_inodes)?;
         report.repaired = true;
     }
     Ok(report)

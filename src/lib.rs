@@ -16,7 +16,6 @@ pub mod names;
 pub mod pool;
 pub mod projected;
 pub mod report;
-pub mod space;
 pub mod stats;
 
 pub use error::{Error, Result};

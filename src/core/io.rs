@@ -7,11 +7,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::overlay::{Overlay, CHUNK, MAX_DEPTH};
+use super::capacity::Fit;
+use super::snapshot::overlay::{Overlay, CHUNK, MAX_DEPTH};
 use super::{kill_suidgid, to_off, Core, SetAttr, TimeSet};
+use crate::data::blocks::{allocated, allocated_total};
 use crate::error::{Error, Result};
 use crate::meta::{DataId, Ino, Inode, Kind, LayerId, Level, Txn, Under, VolumeId};
-use crate::space::{allocated, allocated_ranges, allocated_total, block_range, fitting_prefix};
 
 /// A regular file opened through the core. It names the inode, whose data file may change
 /// while it is open (a view copies a data file it shares before changing it), and the volume
@@ -27,11 +28,11 @@ pub struct OpenFile {
 /// that is still its view's newest layer, the data file cannot have changed. With the shared
 /// data files under it, if any.
 #[derive(Clone, Debug)]
-struct Bound {
+pub(super) struct Bound {
     id: DataId,
     layer: LayerId,
-    file: Arc<File>,
-    overlay: Option<SharedOverlay>,
+    pub(super) file: Arc<File>,
+    pub(super) overlay: Option<SharedOverlay>,
 }
 
 /// The stack of an open inode, shared by its open files.
@@ -54,18 +55,10 @@ impl OpenFile {
 
 /// What an operation does with a file's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Use {
+pub(super) enum Use {
     Read,
     /// Writes, truncates, allocates or sets times: needs a data file its view owns.
     Change,
-}
-
-/// Whether an allocating operation may do part of its range when the volume lacks room for
-/// all of it (a write may come back short; fallocate may not).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fit {
-    Prefix,
-    Whole,
 }
 
 /// How many locks serialise allocation accounting per file (an inode picks one by number).
@@ -219,60 +212,9 @@ impl Core {
         Ok(written as u32)
     }
 
-    /// Runs `op` on a range that may allocate blocks, once the volume has promised room for
-    /// them; `op` gets the length that fits (all of it, or with `Fit::Prefix` possibly less)
-    /// and returns the length it covered. The volume is charged what the blocks really became.
-    fn allocating(
-        &self,
-        file: &OpenFile,
-        offset: u64,
-        len: u64,
-        fit: Fit,
-        op: impl FnOnce(&File, u64) -> Result<u64>,
-    ) -> Result<u64> {
-        let of = file;
-        let _cutting = self.changing_data();
-        let bound = self.data_of(of, Use::Change)?;
-        let file = &*bound.file;
-        let _io = self.io_lock(of.ino);
-        if let Some(overlay) = &bound.overlay {
-            self.copy_up(of, file, &mut lock(overlay), offset, offset.saturating_add(len))?;
-        }
-        let range = block_range(offset, len, self.block);
-        let before = allocated_ranges(file, range.0, range.1)?;
-        let before_bytes: u64 = before.iter().map(|(s, e)| e - s).sum();
-        let (fits, promised) = {
-            let mut account = self.space.entry(of.volume).or_default();
-            let (fits, need) = if account.capacity == 0 {
-                (len, 0)
-            } else {
-                let room = account.capacity.saturating_sub(account.used + account.reserved);
-                fitting_prefix(&before, range, offset, len, room, self.block)
-            };
-            if len > 0 && (fits == 0 || (fits < len && fit == Fit::Whole)) {
-                return Err(Error::NoSpace(format!(
-                    "volume {} has {} of its {} capacity free",
-                    of.volume.0,
-                    crate::quantity::HumanBytes(account.capacity.saturating_sub(account.used + account.reserved)),
-                    crate::quantity::HumanBytes(account.capacity)
-                )));
-            }
-            account.reserved += need;
-            (fits, need)
-        };
-        let result = op(file, fits);
-        let after = allocated(file, range.0, range.1);
-        if let Some(mut account) = self.space.get_mut(&of.volume) {
-            account.reserved -= promised;
-        }
-        let after = after?;
-        self.charge_file(of.ino, of.volume, after as i64 - before_bytes as i64);
-        result
-    }
-
     /// Makes the top of a stack hold the chunks `[start, end)` touches, charging the volume
     /// what that changes (holes and zeros are not copied).
-    fn copy_up(&self, of: &OpenFile, top: &File, overlay: &mut Overlay, start: u64, end: u64) -> Result<()> {
+    pub(super) fn copy_up(&self, of: &OpenFile, top: &File, overlay: &mut Overlay, start: u64, end: u64) -> Result<()> {
         if start >= end {
             // Nothing to hold, and no chunk to measure either.
             return Ok(());
@@ -366,7 +308,7 @@ impl Core {
                 // Where preallocated blocks cannot be seen (tmpfs: memory volumes), they could
                 // not be counted against the capacity: refuse, as filesystems without
                 // preallocation do (posix_fallocate then writes the blocks, which count).
-                if !crate::space::maps_extents(f)? {
+                if !crate::data::blocks::maps_extents(f)? {
                     return Err(Error::NotSupported("preallocation on a memory volume".into()));
                 }
                 call(f).map(|()| length)
@@ -470,7 +412,7 @@ impl Core {
     /// The data file `file` must use now, with its stack. For a change, one its view owns: a
     /// shared data file gets a data file of the view's own on top first, once for every open
     /// file of the inode.
-    fn data_of(&self, file: &OpenFile, usage: Use) -> Result<Bound> {
+    pub(super) fn data_of(&self, file: &OpenFile, usage: Use) -> Result<Bound> {
         let view = self.meta.view(file.ino.view())?;
         if usage == Use::Change && view.read_only {
             return Err(Error::ReadOnly(format!("inode {} belongs to a snapshot", file.ino.0)));
@@ -579,6 +521,6 @@ fn set_times(file: &File, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Res
 }
 
 /// Locks a stack; a panic elsewhere leaves its state as consistent as any crash would.
-fn lock(overlay: &SharedOverlay) -> MutexGuard<'_, Overlay> {
+pub(super) fn lock(overlay: &SharedOverlay) -> MutexGuard<'_, Overlay> {
     overlay.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -6,15 +6,18 @@
 //! they own, and merges a layer that only one newer layer still reads into that one, so the
 //! space only the deleted view held comes back.
 
-use std::collections::{HashMap, HashSet};
+pub mod overlay;
 
-use super::Pool;
-use crate::core::CHUNK;
+use std::collections::{HashMap, HashSet};
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+use super::Core;
 use crate::error::{Error, Result};
 use crate::meta::{
     decode_inode, encode_inode, DataId, Inode, LayerId, LayerTable, Level, Timestamp, Txn, Usage, Volume, VolumeId,
 };
 use crate::names::VolumeName;
+use overlay::CHUNK;
 use volfs_api::SnapshotInfo;
 
 /// Where a new volume's content comes from.
@@ -37,16 +40,27 @@ pub fn parse_snapshot_name(full: &str) -> Result<(VolumeName, VolumeName)> {
     Ok((parse(volume)?, parse(snap)?))
 }
 
-impl Pool {
+impl Core {
+    /// Held while file data changes, or while the kernel is handed a data file to change.
+    pub fn changing_data(&self) -> RwLockReadGuard<'_, ()> {
+        self.cut.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Held while a snapshot or clone is cut (or fsck looks at data files): no file data
+    /// changes meanwhile. Taken before the write lock.
+    pub(crate) fn cutting(&self) -> RwLockWriteGuard<'_, ()> {
+        self.cut.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Cuts a snapshot of `volume` named `volume@snap`: it holds every change completed before
     /// the call and none after. Refused while the kernel reads or writes a file of the volume
     /// directly (passthrough), since those writes could not be kept out of the snapshot.
     pub fn create_snapshot(&self, volume: &VolumeName, snap: &VolumeName) -> Result<Volume> {
         let name = format!("{volume}@{snap}");
-        let _cutting = self.core.cutting();
-        self.core.persist_overlays()?;
-        let _w = self.core.lock();
-        if self.core.meta().volume(&name)?.is_some() {
+        let _cutting = self.cutting();
+        self.persist_overlays()?;
+        let _w = self.lock();
+        if self.meta.volume(&name)?.is_some() {
             return Err(Error::Exists(format!("snapshot {name}")));
         }
         let source = self.writable_volume(volume.as_str())?;
@@ -69,10 +83,10 @@ impl Pool {
             Source::Volume(v) => v,
             Source::Snapshot(s) => s,
         };
-        let _cutting = self.core.cutting();
-        self.core.persist_overlays()?;
-        let _w = self.core.lock();
-        if self.core.meta().volume(name.as_str())?.is_some() {
+        let _cutting = self.cutting();
+        self.persist_overlays()?;
+        let _w = self.lock();
+        if self.meta.volume(name.as_str())?.is_some() {
             return Err(Error::Exists(format!("volume {name}")));
         }
         let from = match source {
@@ -83,7 +97,7 @@ impl Pool {
             _ => self.writable_volume(source_name)?,
         };
         let capacity = capacity.unwrap_or(from.capacity);
-        let held = self.core.space_of(from.id)?.used;
+        let held = self.space_of(from.id)?.used;
         if capacity > 0 && capacity < held {
             return Err(Error::Invalid(format!(
                 "{source_name} holds {} ({held} bytes); a capacity of {capacity} bytes is less",
@@ -106,25 +120,24 @@ impl Pool {
     /// or a writable volume. A writable source goes on in a new layer of its own. The caller
     /// holds the cut and write locks.
     fn cut(&self, from: &Volume, name: &str, snapshot: bool, capacity: u64, inodes: Option<u64>) -> Result<Volume> {
-        if !from.is_snapshot() && self.core.has_passthrough_files(from.id) {
+        if !from.is_snapshot() && self.has_passthrough_files(from.id) {
             return Err(Error::Busy(format!(
                 "volume {} has files open with passthrough I/O (the kernel changes them directly); \
                  close them, or mount the volume with --no-passthrough or give it a capacity",
                 from.name
             )));
         }
-        let core = &self.core;
-        let meta = core.meta();
+        let meta = &self.meta;
         let mut txn = Txn::default();
-        let id = VolumeId(core.meta().alloc_id(&mut txn));
-        let view = core.alloc_view(&mut txn)?;
+        let id = VolumeId(self.meta.alloc_id(&mut txn));
+        let view = self.alloc_view(&mut txn)?;
         let mut layers = from.layers.clone();
         if !snapshot {
-            layers.insert(0, core.meta().alloc_id(&mut txn));
+            layers.insert(0, self.meta.alloc_id(&mut txn));
         }
         if !from.is_snapshot() {
             let mut source = from.clone();
-            source.layers.insert(0, core.meta().alloc_id(&mut txn));
+            source.layers.insert(0, self.meta.alloc_id(&mut txn));
             txn.put_volume(&source);
         }
         let new = Volume {
@@ -139,8 +152,8 @@ impl Pool {
             inodes,
         };
         let held_inodes = meta.usage(from.id)?.inodes;
-        super::check_inodes_fit(&new, held_inodes)?;
-        let used = core.space_of(from.id)?.used;
+        super::volumes::check_inodes_fit(&new, held_inodes)?;
+        let used = self.space_of(from.id)?.used;
         // Files open but unlinked at the cut are orphans of the new view too: a clone reclaims
         // them at the next start, a snapshot keeps them until it goes.
         for orphan in meta.orphans()?.into_iter().filter(|o| o.view() == from.view) {
@@ -149,14 +162,14 @@ impl Pool {
         txn.put_volume(&new);
         txn.put_usage(id, &Usage { inodes: held_inodes, bytes: used });
         meta.commit(txn)?;
-        core.start_account(&new, used);
+        self.start_account(&new, used);
         tracing::info!(from = %from.name, to = %new.name, snapshot, "cut");
         Ok(new)
     }
 
     /// Every snapshot, or those of one volume, oldest first.
     pub fn snapshots(&self, of: Option<&str>) -> Result<Vec<SnapshotInfo>> {
-        let meta = self.core.meta();
+        let meta = &self.meta;
         let mut snapshots: Vec<Volume> = meta
             .volumes()?
             .into_iter()
@@ -170,7 +183,7 @@ impl Pool {
         snapshots.sort_by_key(|s| (s.created, s.name.clone()));
         // Which chunks a file holds of its own reaches its record at fsync or close; a write
         // just answered (its file's release still on its way) counts too.
-        self.core.persist_overlays()?;
+        self.persist_overlays()?;
         let seen = self.sights()?;
         snapshots
             .iter()
@@ -188,7 +201,7 @@ impl Pool {
     /// chunks (a shared file under its own).
     fn sights(&self) -> Result<HashMap<DataId, HashMap<VolumeId, Sight>>> {
         let mut seen: HashMap<DataId, HashMap<VolumeId, Sight>> = HashMap::new();
-        for (_, inode) in self.core.meta().all_inodes()? {
+        for (_, inode) in self.meta.all_inodes()? {
             for (id, sight) in sights(&inode) {
                 seen.entry(id).or_default().entry(inode.volume).or_insert(Sight::Chunks(HashSet::new())).add(sight);
             }
@@ -205,10 +218,10 @@ impl Pool {
                 Sight::Chunks(c) => chunks.extend(c.iter().copied()),
             }
         }
-        let file = self.core.data().open(id)?;
-        let mut bytes = crate::space::allocated_total(&file)?;
+        let file = self.data.open(id)?;
+        let mut bytes = crate::data::blocks::allocated_total(&file)?;
         for c in chunks {
-            bytes -= crate::space::allocated(&file, c * CHUNK, (c + 1) * CHUNK)?;
+            bytes -= crate::data::blocks::allocated(&file, c * CHUNK, (c + 1) * CHUNK)?;
         }
         Ok(bytes)
     }
@@ -220,7 +233,7 @@ impl Pool {
             name: snapshot.name.clone(),
             volume: snapshot.snapshot_of.clone().unwrap_or_default(),
             created_unix: snapshot.created.secs,
-            size_bytes: self.core.space_of(snapshot.id)?.used,
+            size_bytes: self.space_of(snapshot.id)?.used,
             exclusive_bytes,
         })
     }
@@ -229,25 +242,25 @@ impl Pool {
     pub fn delete_snapshot(&self, full: &str) -> Result<()> {
         parse_snapshot_name(full)?;
         let snapshot = self.volume(full).map_err(|_| Error::NotFound(format!("snapshot {full}")))?;
-        let _cutting = self.core.cutting();
+        let _cutting = self.cutting();
         // Chunks the volume has replaced by now are freed with the snapshot, whether or not
         // their files were closed yet.
-        self.core.persist_overlays()?;
-        let _w = self.core.lock();
+        self.persist_overlays()?;
+        let _w = self.lock();
         self.drop_view(&snapshot)
     }
 
     /// Removes a view's record and its orphans, then collects the layers it leaves unread or
     /// read through a single newer layer. The caller holds the cut and write locks.
     pub(super) fn drop_view(&self, volume: &Volume) -> Result<()> {
-        let meta = self.core.meta();
+        let meta = &self.meta;
         let mut txn = Txn::default();
         for ino in meta.orphans()?.into_iter().filter(|o| o.view() == volume.view) {
             txn.delete_orphan(ino);
         }
         txn.delete_volume(volume);
         meta.commit(txn)?;
-        self.core.forget_account(volume.id);
+        self.forget_account(volume.id);
         self.collect_layers(&volume.layers)?;
         // A layer several views still read may hold the only reference to a data file that
         // every one of them has replaced: no view sees it any more.
@@ -263,8 +276,8 @@ impl Pool {
             let mut sight = Sight::Chunks(HashSet::new());
             views.into_values().for_each(|v| sight.add(v));
             let Sight::Chunks(chunks) = sight else { continue };
-            let file = std::fs::OpenOptions::new().write(true).open(self.core.data().path(id))?;
-            for (start, end) in crate::space::allocated_ranges(&file, 0, u64::MAX >> 1)? {
+            let file = std::fs::OpenOptions::new().write(true).open(self.data.path(id))?;
+            for (start, end) in crate::data::blocks::allocated_ranges(&file, 0, u64::MAX >> 1)? {
                 for c in (start / CHUNK..end.div_ceil(CHUNK)).filter(|c| !chunks.contains(c)) {
                     // SAFETY: plain syscall on an owned descriptor.
                     let rc = unsafe {
@@ -289,7 +302,7 @@ impl Pool {
     fn collect_layers(&self, candidates: &[LayerId]) -> Result<()> {
         let mut pending: Vec<LayerId> = candidates.to_vec();
         while let Some(layer) = pending.pop() {
-            let volumes = self.core.meta().volumes()?;
+            let volumes = self.meta.volumes()?;
             let readers: Vec<&Volume> = volumes.iter().filter(|v| v.layers.contains(&layer)).collect();
             if readers.is_empty() {
                 self.drop_layer(layer)?;
@@ -314,7 +327,7 @@ impl Pool {
     /// Removes every record of a layer no view reads. Its data files go with the sweep that
     /// follows.
     fn drop_layer(&self, layer: LayerId) -> Result<()> {
-        let meta = self.core.meta();
+        let meta = &self.meta;
         let mut txn = Txn::default();
         for table in LayerTable::ALL {
             for (key, _) in meta.layer_records(table, layer)? {
@@ -329,7 +342,7 @@ impl Pool {
     /// reads `into` just before it, so none sees a difference. Data files made in `layer`
     /// belong to `into` from now on, in every record that names them.
     fn merge_layer(&self, layer: LayerId, into: LayerId, volumes: &[Volume]) -> Result<()> {
-        let meta = self.core.meta();
+        let meta = &self.meta;
         let mut txn = Txn::default();
         let adopt = |record: &[u8]| -> Result<Option<Vec<u8>>> {
             let mut inode = decode_inode(record)?;
@@ -375,7 +388,7 @@ impl Pool {
     /// Removes data files no view reads any more (their blocks were in no volume's usage).
     fn remove_unshared(&self, ids: &[DataId]) {
         for &id in ids {
-            if let Err(e) = self.core.data().remove(id) {
+            if let Err(e) = self.data.remove(id) {
                 // fsck --repair reclaims a data file left behind.
                 tracing::warn!(data = id.0, error = %e, "could not remove data file");
             }

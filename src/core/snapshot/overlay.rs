@@ -12,9 +12,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use crate::data::blocks::allocated;
 use crate::data::DataStore;
 use crate::meta::{DataId, Level, Under};
-use crate::space::allocated;
 
 /// The unit of copying up.
 pub const CHUNK: u64 = 1 << 20;
@@ -68,7 +68,7 @@ impl Overlay {
     /// Bytes of data blocks the whole file holds: all of its own data file's, and the shared
     /// files' below where its own does not hold the chunk.
     pub fn allocated_total(&self, top: &File) -> io::Result<u64> {
-        let mut total = crate::space::allocated_total(top)?;
+        let mut total = crate::data::blocks::allocated_total(top)?;
         let below: Vec<LevelRef<'_>> = self.lower.iter().map(|(_, l, f)| (l, f)).collect();
         let limit = self.top.limit.next_multiple_of(BLOCK as u64);
         for chunk in 0..limit.div_ceil(CHUNK) {
@@ -283,7 +283,7 @@ mod tests {
             dirty: false,
         };
         ov.copy_up(&top, 0, 1).unwrap();
-        assert_eq!(crate::space::allocated_total(&top).unwrap(), 4096);
+        assert_eq!(crate::data::blocks::allocated_total(&top).unwrap(), 4096);
         assert_eq!(read(&ov, &top, 8192, 4), b"data");
     }
 }

@@ -1,10 +1,18 @@
-//! Each volume's space, exact in memory: what the daemon's own changes allocate and free, what
-//! the kernel wrote into passthrough files, statfs, and the usage records.
+//! Capacity: each volume's space and inodes, exact in memory — what the daemon's own changes
+//! allocate and free, what the kernel wrote into passthrough files — held to the volume's
+//! capacity and inode limit, shown by statfs and kept in the usage records.
+//!
+//! A change that may allocate blocks is promised room first (`allocating`): a write that would
+//! take the volume past its capacity stops at the last block that fits, and one with no room
+//! fails ENOSPC, as on a local disk.
 
+use std::fs::File;
+
+use super::io::{lock, Use};
 use super::{statvfs, Core, OpenFile, StatFs, BLOCK_SIZE};
+use crate::data::blocks::{allocated, allocated_ranges, allocated_total, Range};
 use crate::error::{Error, Result};
 use crate::meta::{DataId, Ino, Txn, Usage, Volume, VolumeId};
-use crate::space::allocated_total;
 
 /// The space of one volume. `used` is exact in memory at all times; the usage records hold it
 /// after an orderly close and are recounted from the data files after an unclean stop.
@@ -18,17 +26,6 @@ pub struct Account {
     pub(super) reserved: u64,
     /// The most inodes it may hold (`Volume::inode_limit`).
     pub inodes: Option<u64>,
-}
-
-/// A file the kernel reads and writes directly (passthrough): the daemon sees none of those
-/// writes, so its blocks are counted again when it is closed, and on demand.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct DirectWrites {
-    volume: VolumeId,
-    data: DataId,
-    /// Bytes of blocks the file held when `used` last counted it.
-    counted: u64,
-    handles: u32,
 }
 
 impl Core {
@@ -105,11 +102,6 @@ impl Core {
         self.space.remove(&volume);
     }
 
-    /// Whether the kernel reads or writes any file of `volume` directly (passthrough).
-    pub fn has_passthrough_files(&self, volume: VolumeId) -> bool {
-        self.direct.iter().any(|d| d.volume == volume)
-    }
-
     /// Whether any file of `volume` is open.
     pub fn has_open_files(&self, volume: VolumeId) -> Result<bool> {
         let open: Vec<Ino> = self.open_files.iter().map(|e| *e.key()).collect();
@@ -151,36 +143,6 @@ impl Core {
         self.account(volume).capacity > 0
     }
 
-    /// A handle the kernel reads and writes directly (passthrough) was opened on `file`.
-    pub fn passthrough_opened(&self, file: &OpenFile) -> Result<()> {
-        let _io = self.io_lock(file.ino);
-        if let Some(mut d) = self.direct.get_mut(&file.ino) {
-            d.handles += 1;
-            return Ok(());
-        }
-        let data = Self::data_id(&self.inode(file.ino)?, file.ino)?;
-        let counted = allocated_total(&file.file())?;
-        self.direct.insert(file.ino, DirectWrites { volume: file.volume, data, counted, handles: 1 });
-        Ok(())
-    }
-
-    /// A handle from `passthrough_opened` was closed: what the kernel wrote is counted.
-    pub fn passthrough_closed(&self, file: &OpenFile) -> Result<()> {
-        let _io = self.io_lock(file.ino);
-        let now = allocated_total(&file.file())?;
-        let Some(mut d) = self.direct.get_mut(&file.ino) else { return Ok(()) };
-        let delta = now as i64 - d.counted as i64;
-        d.counted = now;
-        d.handles -= 1;
-        let last = d.handles == 0;
-        drop(d);
-        if last {
-            self.direct.remove(&file.ino);
-        }
-        self.charge(file.volume, delta);
-        Ok(())
-    }
-
     /// Counts every volume's usage again from the data files (after an unclean stop, when the
     /// usage records may be behind) and records it.
     pub(crate) fn recount_space(&self) -> Result<()> {
@@ -205,5 +167,118 @@ impl Core {
             txn.put_usage(volume.id, &usage);
         }
         self.meta.commit(txn)
+    }
+
+    /// Runs `op` on a range that may allocate blocks, once the volume has promised room for
+    /// them; `op` gets the length that fits (all of it, or with `Fit::Prefix` possibly less)
+    /// and returns the length it covered. The volume is charged what the blocks really became.
+    pub(super) fn allocating(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        len: u64,
+        fit: Fit,
+        op: impl FnOnce(&File, u64) -> Result<u64>,
+    ) -> Result<u64> {
+        let of = file;
+        let _cutting = self.changing_data();
+        let bound = self.data_of(of, Use::Change)?;
+        let file = &*bound.file;
+        let _io = self.io_lock(of.ino);
+        if let Some(overlay) = &bound.overlay {
+            self.copy_up(of, file, &mut lock(overlay), offset, offset.saturating_add(len))?;
+        }
+        let range = block_range(offset, len, self.block);
+        let before = allocated_ranges(file, range.0, range.1)?;
+        let before_bytes: u64 = before.iter().map(|(s, e)| e - s).sum();
+        let (fits, promised) = {
+            let mut account = self.space.entry(of.volume).or_default();
+            let (fits, need) = if account.capacity == 0 {
+                (len, 0)
+            } else {
+                let room = account.capacity.saturating_sub(account.used + account.reserved);
+                fitting_prefix(&before, range, offset, len, room, self.block)
+            };
+            if len > 0 && (fits == 0 || (fits < len && fit == Fit::Whole)) {
+                return Err(Error::NoSpace(format!(
+                    "volume {} has {} of its {} capacity free",
+                    of.volume.0,
+                    crate::quantity::HumanBytes(account.capacity.saturating_sub(account.used + account.reserved)),
+                    crate::quantity::HumanBytes(account.capacity)
+                )));
+            }
+            account.reserved += need;
+            (fits, need)
+        };
+        let result = op(file, fits);
+        let after = allocated(file, range.0, range.1);
+        if let Some(mut account) = self.space.get_mut(&of.volume) {
+            account.reserved -= promised;
+        }
+        let after = after?;
+        self.charge_file(of.ino, of.volume, after as i64 - before_bytes as i64);
+        result
+    }
+}
+
+/// Whether an allocating operation may do part of its range when the volume lacks room for
+/// all of it (a write may come back short; fallocate may not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fit {
+    Prefix,
+    Whole,
+}
+
+/// `[offset, offset + len)` widened to whole blocks of `block` bytes.
+fn block_range(offset: u64, len: u64, block: u64) -> Range {
+    let start = offset / block * block;
+    let end = (offset + len).div_ceil(block) * block;
+    (start, end)
+}
+
+/// Within the block-aligned `range` whose allocated parts are `allocated` (sorted, inside
+/// it), how much of a write of `len` bytes at `offset` fits when at most `budget` bytes of new
+/// blocks may be allocated: returns the bytes that fit and the new blocks' bytes they need.
+fn fitting_prefix(allocated: &[Range], range: Range, offset: u64, len: u64, budget: u64, block: u64) -> (u64, u64) {
+    let mut gaps: Vec<Range> = Vec::with_capacity(allocated.len() + 1);
+    let mut cursor = range.0;
+    for &(s, e) in allocated {
+        if cursor < s {
+            gaps.push((cursor, s));
+        }
+        cursor = cursor.max(e);
+    }
+    if cursor < range.1 {
+        gaps.push((cursor, range.1));
+    }
+    let mut need = 0;
+    for (s, e) in gaps {
+        if need + (e - s) > budget {
+            // The write stops at the first block of this hole that no longer fits.
+            let fits_until = s + (budget - need) / block * block;
+            let written = fits_until.saturating_sub(offset).min(len);
+            return (written, need + fits_until.saturating_sub(s));
+        }
+        need += e - s;
+    }
+    (len, need)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: u64 = 4096;
+
+    #[test]
+    fn a_write_is_cut_at_the_last_block_that_fits() {
+        // Blocks 1 and 3 allocated in the range of blocks 0..5.
+        let alloc = [(B, 2 * B), (3 * B, 4 * B)];
+        let range = (0, 5 * B);
+        assert_eq!(fitting_prefix(&alloc, range, 0, 5 * B, 10 * B, B), (5 * B, 3 * B));
+        // Two new blocks may be allocated: blocks 0 and 2, so the write stops at block 4.
+        assert_eq!(fitting_prefix(&alloc, range, 0, 5 * B, 2 * B, B), (4 * B, 2 * B));
+        assert_eq!(fitting_prefix(&alloc, range, 100, 5 * B - 100, 0, B), (0, 0));
+        assert_eq!(fitting_prefix(&alloc, (B, 2 * B), B + 5, 10, 0, B), (10, 0), "overwrites are free");
     }
 }

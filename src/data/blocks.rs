@@ -1,9 +1,7 @@
-//! Exact space accounting. A volume's usage is the bytes of the data blocks its files have
-//! allocated in the pool's filesystem: holes cost nothing, preallocated (fallocate) blocks
-//! count. The blocks a file holds are read from the filesystem itself (FIEMAP; on a
-//! filesystem without it, such as the tmpfs of memory volumes, SEEK_DATA/SEEK_HOLE), so usage
-//! follows what the disk really holds, and a write that would take a volume past its capacity
-//! is cut at the last block that still fits.
+//! The blocks a data file holds, read from the pool's filesystem itself (FIEMAP; on a
+//! filesystem without it, such as the tmpfs of memory volumes, SEEK_DATA/SEEK_HOLE): holes
+//! cost nothing, preallocated (fallocate) blocks count. Capacity accounting and snapshot
+//! sizes are built on these counts, so they follow what the disk really holds.
 
 use std::fs::File;
 use std::io;
@@ -145,41 +143,6 @@ pub fn allocated_total(file: &File) -> io::Result<u64> {
     allocated(file, 0, u64::MAX >> 1)
 }
 
-/// `[offset, offset + len)` widened to whole blocks of `block` bytes.
-pub fn block_range(offset: u64, len: u64, block: u64) -> Range {
-    let start = offset / block * block;
-    let end = (offset + len).div_ceil(block) * block;
-    (start, end)
-}
-
-/// Within the block-aligned `range` whose allocated parts are `allocated` (sorted, inside
-/// it), how much of a write of `len` bytes at `offset` fits when at most `budget` bytes of new
-/// blocks may be allocated: returns the bytes that fit and the new blocks' bytes they need.
-pub fn fitting_prefix(allocated: &[Range], range: Range, offset: u64, len: u64, budget: u64, block: u64) -> (u64, u64) {
-    let mut gaps: Vec<Range> = Vec::with_capacity(allocated.len() + 1);
-    let mut cursor = range.0;
-    for &(s, e) in allocated {
-        if cursor < s {
-            gaps.push((cursor, s));
-        }
-        cursor = cursor.max(e);
-    }
-    if cursor < range.1 {
-        gaps.push((cursor, range.1));
-    }
-    let mut need = 0;
-    for (s, e) in gaps {
-        if need + (e - s) > budget {
-            // The write stops at the first block of this hole that no longer fits.
-            let fits_until = s + (budget - need) / block * block;
-            let written = fits_until.saturating_sub(offset).min(len);
-            return (written, need + fits_until.saturating_sub(s));
-        }
-        need += e - s;
-    }
-    (len, need)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,17 +185,5 @@ mod tests {
         assert!(!maps_extents(&file).unwrap());
         let on_disk = tempfile::tempfile().unwrap();
         assert!(maps_extents(&on_disk).unwrap());
-    }
-
-    #[test]
-    fn a_write_is_cut_at_the_last_block_that_fits() {
-        // Blocks 1 and 3 allocated in the range of blocks 0..5.
-        let alloc = [(B, 2 * B), (3 * B, 4 * B)];
-        let range = (0, 5 * B);
-        assert_eq!(fitting_prefix(&alloc, range, 0, 5 * B, 10 * B, B), (5 * B, 3 * B));
-        // Two new blocks may be allocated: blocks 0 and 2, so the write stops at block 4.
-        assert_eq!(fitting_prefix(&alloc, range, 0, 5 * B, 2 * B, B), (4 * B, 2 * B));
-        assert_eq!(fitting_prefix(&alloc, range, 100, 5 * B - 100, 0, B), (0, 0));
-        assert_eq!(fitting_prefix(&alloc, (B, 2 * B), B + 5, 10, 0, B), (10, 0), "overwrites are free");
     }
 }
