@@ -34,6 +34,7 @@ pub use capacity::Account;
 pub use io::OpenFile;
 use io::IO_LOCKS;
 use passthrough::DirectWrites;
+pub use passthrough::Opened;
 pub use snapshot::overlay::CHUNK;
 pub use snapshot::{parse_snapshot_name, Source};
 
@@ -89,9 +90,23 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeSet>,
     pub mtime: Option<TimeSet>,
-    /// Clear setuid, and setgid where group execute is set, as a write, truncate or chown
-    /// must (not for directories).
-    pub kill_suidgid: bool,
+    /// The caller set ctime: a chown to -1 -1 asks only this, and clears setuid/setgid as
+    /// any chown does.
+    pub ctime: bool,
+    /// The caller is not root: its truncate clears setuid/setgid.
+    pub unprivileged: bool,
+}
+
+impl SetAttr {
+    /// Whether this change clears setuid, and setgid where group execute is set (not for
+    /// directories): a chown (by anyone, also to -1 -1), and a truncate by an unprivileged
+    /// caller. The kernel leaves this to the daemon (HANDLE_KILLPRIV_V2).
+    fn kills_suidgid(&self) -> bool {
+        let owners = self.uid.is_some() || self.gid.is_some();
+        let chown = owners && self.mode.is_none();
+        let bare_chown = self.ctime && !owners && self.mode.is_none() && self.size.is_none();
+        chown || bare_chown || (self.size.is_some() && self.unprivileged)
+    }
 }
 
 /// Clears setuid, and setgid where group execute is set (without it, setgid marks mandatory
@@ -324,15 +339,21 @@ impl Core {
         Ok(())
     }
 
-    /// Creates a new inode named `name` in `parent`. For regular files, also returns the new
-    /// data file, open for reading and writing.
-    pub fn make_node(
+    /// Creates a new inode named `name` in `parent` (mknod, mkdir, symlink; `create` also
+    /// opens a new regular file).
+    pub fn make_node(&self, caller: Caller, parent: Ino, name: &[u8], spec: NodeSpec, perm: u32) -> Result<Attr> {
+        self.make(caller, parent, name, spec, perm, false).map(|(attr, _)| attr)
+    }
+
+    /// `make_node`; with `open`, a new regular file comes back open for reading and writing.
+    fn make(
         &self,
         caller: Caller,
         parent: Ino,
         name: &[u8],
         spec: NodeSpec,
         perm: u32,
+        open: bool,
     ) -> Result<(Attr, Option<OpenFile>)> {
         check_component(name)?;
         let _w = self.lock();
@@ -400,7 +421,10 @@ impl Core {
                 let id = DataId(self.meta.alloc_id(&mut txn));
                 inode.data = Some(id);
                 inode.data_layer = self.meta.view(parent.view())?.head();
-                file = Some(self.new_open_file(ino, &inode, self.data.create(id)?)?);
+                let data = self.data.create(id)?;
+                if open {
+                    file = Some(self.new_open_file(ino, &inode, data)?);
+                }
             }
             NodeSpec::Symlink(target) => inode.target = target,
             NodeSpec::Special(_, rdev) => inode.rdev = rdev,
@@ -760,7 +784,7 @@ impl Core {
                 txn.put_xattr(ino, acl::ACCESS, &access.to_xattr());
             }
         }
-        if set.kill_suidgid && inode.kind != Kind::Dir {
+        if set.kills_suidgid() && inode.kind != Kind::Dir {
             inode.perm = kill_suidgid(inode.perm);
         }
         if let Some(uid) = set.uid {

@@ -61,7 +61,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::{Attr, Caller, NodeSpec, OpenFile, RenameMode, SetAttr, TimeSet, XattrMode};
+use crate::core::{Attr, Caller, NodeSpec, OpenFile, Opened, RenameMode, SetAttr, TimeSet, XattrMode};
 use crate::error::Error;
 use crate::meta::{Ino, Kind, Timestamp, Volume};
 use crate::pool::Pool;
@@ -318,31 +318,25 @@ impl VolumeFs {
         f(&handle)
     }
 
-    /// The kernel's reference to the data file of `ino` for passthrough I/O: the one every
-    /// open of the inode shares, or a new one made from `file`. None when this connection
-    /// cannot pass through, when the volume has a capacity the daemon must hold its writes to,
-    /// or when a snapshot or clone shares the data file, which must be copied before it
-    /// changes (then the daemon serves reads and writes itself).
+    /// The kernel's reference to the data file of `file` for passthrough I/O, asked for when
+    /// the core allows it: the one every open of the inode shares, or a new one. None when
+    /// this connection cannot pass through (then the daemon serves reads and writes).
     fn backing(
         &self,
-        ino: Ino,
-        openbacking: impl FnOnce(&File) -> std::io::Result<BackingId>,
         file: &OpenFile,
+        openbacking: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed)
-            || self.core().limits_writes(self.volume.id)
-            || !self.core().owns_data(file).unwrap_or(false)
-        {
+        if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
         let _making = self.backing_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(shared) = self.backings.get(&ino).and_then(|w| w.upgrade()) {
+        if let Some(shared) = self.backings.get(&file.ino).and_then(|w| w.upgrade()) {
             return Some(shared);
         }
         match openbacking(&file.file()) {
             Ok(id) => {
                 let id = Arc::new(id);
-                self.backings.insert(ino, Arc::downgrade(&id));
+                self.backings.insert(file.ino, Arc::downgrade(&id));
                 Some(id)
             }
             Err(e) => {
@@ -353,14 +347,19 @@ impl VolumeFs {
         }
     }
 
-    /// Files the kernel reads and writes itself are counted again when closed.
-    fn track_passthrough(&self, handle: &Handle) {
-        if handle.backing.is_some() {
-            VolumeCounters::add(&self.counters.passthrough_opens, 1);
-            if let Err(e) = self.core().passthrough_opened(&handle.file) {
-                tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
+    /// Keeps an open file until release; returns its handle and the flags the kernel gets.
+    fn opened(&self, ino: Ino, writable: bool, opened: Opened<Arc<BackingId>>) -> (FileHandle, FopenFlags) {
+        let fh = self.new_fh();
+        let flags = match opened.passthrough {
+            Some(_) => {
+                VolumeCounters::add(&self.counters.passthrough_opens, 1);
+                FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS
             }
-        }
+            None => OPEN_FLAGS | FopenFlags::FOPEN_KEEP_CACHE,
+        };
+        let handle = Handle { ino, writable, file: opened.file, backing: opened.passthrough };
+        self.handles.insert(fh.0, Arc::new(handle));
+        (fh, flags)
     }
 
     /// Forgets the backing file of `ino` once no open file uses it.
@@ -448,14 +447,9 @@ impl fuser::Filesystem for VolumeFs {
         reply: ReplyAttr,
     ) {
         let served = self.counters.request(Op::Setattr);
-        // With HANDLE_KILLPRIV_V2 the kernel leaves clearing setuid/setgid to us: on chown
-        // (also chown to -1 -1, which arrives as a change of ctime alone) and on truncate by an
-        // unprivileged caller.
-        let chown = (uid.is_some() || gid.is_some()) && mode.is_none();
-        let bare_chown = ctime.is_some() && [mode, uid, gid].iter().all(Option::is_none) && size.is_none();
-        let kill_suidgid = chown || bare_chown || (size.is_some() && req.uid() != 0);
         let (atime, mtime) = (atime.map(time_set), mtime.map(time_set));
-        let set = SetAttr { mode, uid, gid, size, atime, mtime, kill_suidgid };
+        let (ctime, unprivileged) = (ctime.is_some(), req.uid() != 0);
+        let set = SetAttr { mode, uid, gid, size, atime, mtime, ctime, unprivileged };
         let ino = self.ino(ino);
         let handle = fh.and_then(|fh| self.handles.get(&fh.0).map(|h| h.clone()));
         let result = self.core().setattr(ino, &set, handle.as_ref().map(|h| &h.file));
@@ -481,13 +475,7 @@ impl fuser::Filesystem for VolumeFs {
             _ => return fail!(reply, served, Error::Invalid(format!("file type {:o}", mode & libc::S_IFMT))),
         };
         let result = self.core().make_node(caller(req, umask), self.ino(parent), name.as_bytes(), spec, mode);
-        reply!(reply, served, result, |(attr, file)| {
-            if file.is_some() {
-                drop(file);
-                if let Err(e) = self.core().release(attr.ino) {
-                    return fail!(reply, served, e);
-                }
-            }
+        reply!(reply, served, result, |attr| {
             self.publish_new_entry(self.ino(parent), name);
             self.entry(reply, &attr)
         })
@@ -496,7 +484,7 @@ impl fuser::Filesystem for VolumeFs {
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let served = self.counters.request(Op::Mkdir);
         let result = self.core().make_node(caller(req, umask), self.ino(parent), name.as_bytes(), NodeSpec::Dir, mode);
-        reply!(reply, served, result, |(a, _)| {
+        reply!(reply, served, result, |a| {
             self.publish_new_entry(self.ino(parent), name);
             self.entry(reply, &a)
         })
@@ -526,7 +514,7 @@ impl fuser::Filesystem for VolumeFs {
         let served = self.counters.request(Op::Symlink);
         let spec = NodeSpec::Symlink(target.as_os_str().as_bytes().to_vec());
         let result = self.core().make_node(caller(req, 0), self.ino(parent), link_name.as_bytes(), spec, 0o777);
-        reply!(reply, served, result, |(a, _)| {
+        reply!(reply, served, result, |a| {
             self.publish_new_entry(self.ino(parent), link_name);
             self.entry(reply, &a)
         })
@@ -585,31 +573,16 @@ impl fuser::Filesystem for VolumeFs {
         let served = self.counters.request(Op::Open);
         let ino = self.ino(ino);
         let writable = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        let file = match self.core().open(ino) {
-            Ok(f) => f,
+        let pass = |f: &OpenFile| self.backing(f, |f| reply.open_backing(f));
+        let opened = match self.core().open_for_kernel(&caller(req, 0), ino, writable, pass) {
+            Ok(opened) => opened,
             Err(e) => return fail!(reply, served, e),
         };
-        // Writes to a setuid/setgid file by an unprivileged caller must clear those bits, and
-        // only writes the daemon sees can: such a handle does its I/O through the daemon.
-        let must_kill = writable
-            && req.uid() != 0
-            && self.core().getattr(ino).is_ok_and(|a| a.perm != crate::core::kill_suidgid(a.perm));
-        // No snapshot is cut between choosing passthrough and counting the handle.
-        let _cutting = self.core().changing_data();
-        let backing = if must_kill { None } else { self.backing(ino, |f| reply.open_backing(f), &file) };
+        let backing = opened.passthrough.clone();
+        let (fh, flags) = self.opened(ino, writable, opened);
         match backing {
-            Some(id) => {
-                let fh = self.new_fh();
-                let handle = Handle { ino, writable, file, backing: Some(id.clone()) };
-                self.track_passthrough(&handle);
-                self.handles.insert(fh.0, Arc::new(handle));
-                reply.opened_passthrough(fh, FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS, &id);
-            }
-            None => {
-                let fh = self.new_fh();
-                self.handles.insert(fh.0, Arc::new(Handle { ino, writable, file, backing: None }));
-                reply.opened(fh, OPEN_FLAGS | FopenFlags::FOPEN_KEEP_CACHE);
-            }
+            Some(id) => reply.opened_passthrough(fh, flags, &id),
+            None => reply.opened(fh, flags),
         }
     }
 
@@ -676,11 +649,7 @@ impl fuser::Filesystem for VolumeFs {
             return fail!(reply, served, Error::BadHandle(fh.0));
         };
         let (ino, writable, passthrough) = (handle.ino, handle.writable, handle.backing.is_some());
-        if passthrough {
-            if let Err(e) = self.core().passthrough_closed(&handle.file) {
-                tracing::warn!(volume = %self.volume.name, error = %e, "could not count a file's blocks");
-            }
-        }
+        let closed = self.core().close(&handle.file, passthrough);
         drop(handle);
         if passthrough {
             self.dropbacking(ino);
@@ -688,7 +657,7 @@ impl fuser::Filesystem for VolumeFs {
         if writable {
             self.publish(|| vec![Change::Data(ino)]);
         }
-        reply!(reply, served, self.core().release(ino), |_v| reply.ok())
+        reply!(reply, served, closed, |_v| reply.ok())
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
@@ -803,43 +772,20 @@ impl fuser::Filesystem for VolumeFs {
         reply: ReplyCreate,
     ) {
         let served = self.counters.request(Op::Create);
-        let result = self.core().make_node(caller(req, umask), self.ino(parent), name.as_bytes(), NodeSpec::File, mode);
-        if result.is_ok() {
-            self.publish_new_entry(self.ino(parent), name);
-        }
-        let (attr, file) = match result {
-            Ok((attr, Some(file))) => (attr, file),
-            Ok(_) => return fail!(reply, served, Error::Corrupt("create made no data file".into())),
+        let parent = self.ino(parent);
+        let pass = |f: &OpenFile| self.backing(f, |f| reply.open_backing(f));
+        let made = self.core().create(caller(req, umask), parent, name.as_bytes(), mode, pass);
+        let (attr, opened) = match made {
+            Ok(made) => made,
             Err(e) => return fail!(reply, served, e),
         };
-        let fattr = self.file_attr(&attr);
-        let _cutting = self.core().changing_data();
-        match self.backing(attr.ino, |f| reply.open_backing(f), &file) {
-            Some(id) => {
-                let fh = self.new_fh();
-                let handle = Handle { ino: attr.ino, writable: true, file, backing: Some(id.clone()) };
-                self.track_passthrough(&handle);
-                self.handles.insert(fh.0, Arc::new(handle));
-                reply.created_passthrough(
-                    &self.attr_ttl(&attr),
-                    &fattr,
-                    Generation(0),
-                    fh,
-                    FopenFlags::FOPEN_PASSTHROUGH | OPEN_FLAGS,
-                    &id,
-                );
-            }
-            None => {
-                let fh = self.new_fh();
-                self.handles.insert(fh.0, Arc::new(Handle { ino: attr.ino, writable: true, file, backing: None }));
-                reply.created(
-                    &self.attr_ttl(&attr),
-                    &fattr,
-                    Generation(0),
-                    fh,
-                    OPEN_FLAGS | FopenFlags::FOPEN_KEEP_CACHE,
-                );
-            }
+        self.publish_new_entry(parent, name);
+        let backing = opened.passthrough.clone();
+        let (fh, flags) = self.opened(attr.ino, true, opened);
+        let (ttl, fattr) = (self.attr_ttl(&attr), self.file_attr(&attr));
+        match backing {
+            Some(id) => reply.created_passthrough(&ttl, &fattr, Generation(0), fh, flags, &id),
+            None => reply.created(&ttl, &fattr, Generation(0), fh, flags),
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
-use volfs::core::{Attr, Caller, Core, NodeSpec, RenameMode, SetAttr, TimeSet, XattrMode};
+use volfs::core::{Attr, Caller, Core, NodeSpec, Opened, RenameMode, SetAttr, TimeSet, XattrMode};
 use volfs::fsck::{self, FsckReport};
 use volfs::meta::{DataId, Ino, Kind, Volume};
 use volfs::names::VolumeName;
@@ -61,14 +61,11 @@ impl Fixture {
     }
 
     fn file(&self, parent: Ino, name: &str) -> Ino {
-        let (attr, file) = self.core().make_node(USER, parent, name.as_bytes(), NodeSpec::File, 0o644).unwrap();
-        drop(file);
-        self.core().release(attr.ino).unwrap();
-        attr.ino
+        self.core().make_node(USER, parent, name.as_bytes(), NodeSpec::File, 0o644).unwrap().ino
     }
 
     fn dir(&self, parent: Ino, name: &str) -> Ino {
-        self.core().make_node(USER, parent, name.as_bytes(), NodeSpec::Dir, 0o755).unwrap().0.ino
+        self.core().make_node(USER, parent, name.as_bytes(), NodeSpec::Dir, 0o755).unwrap().ino
     }
 
     fn attr(&self, ino: Ino) -> Attr {
@@ -156,29 +153,26 @@ fn make_node_creates_each_kind_with_the_callers_ownership() {
     let core = fx.core();
     let root = fx.root();
 
-    let (f, file) = core.make_node(USER, root, b"f", NodeSpec::File, 0o640).unwrap();
-    let file = file.expect("a new regular file comes open");
-    assert_eq!(core.write(&file, 0, b"hello").unwrap(), 5);
-    drop(file);
-    core.release(f.ino).unwrap();
+    let (f, opened) = core.create(USER, root, b"f", 0o640, |_| None::<()>).unwrap();
+    assert_eq!(core.write(&opened.file, 0, b"hello").unwrap(), 5);
+    core.close(&opened.file, false).unwrap();
     assert_eq!((f.kind, f.perm, f.nlink, f.uid, f.gid, f.size), (Kind::File, 0o640, 1, 1000, 1000, 0));
     assert_eq!(fx.attr(f.ino).size, 5);
 
-    let (d, none) = core.make_node(USER, root, b"d", NodeSpec::Dir, 0o750).unwrap();
-    assert!(none.is_none());
+    let d = core.make_node(USER, root, b"d", NodeSpec::Dir, 0o750).unwrap();
     assert_eq!((d.kind, d.perm, d.nlink), (Kind::Dir, 0o750, 2));
 
-    let (s, _) = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"../target".to_vec()), 0o777).unwrap();
+    let s = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"../target".to_vec()), 0o777).unwrap();
     assert_eq!((s.kind, s.size), (Kind::Symlink, 9));
     assert_eq!(core.readlink(s.ino).unwrap(), b"../target");
 
-    let (p, _) = core.make_node(USER, root, b"p", NodeSpec::Special(Kind::Fifo, 0), 0o600).unwrap();
+    let p = core.make_node(USER, root, b"p", NodeSpec::Special(Kind::Fifo, 0), 0o600).unwrap();
     assert_eq!(p.kind, Kind::Fifo);
-    let (c, _) = core.make_node(USER, root, b"c", NodeSpec::Special(Kind::CharDev, 0x0103), 0o600).unwrap();
+    let c = core.make_node(USER, root, b"c", NodeSpec::Special(Kind::CharDev, 0x0103), 0o600).unwrap();
     assert_eq!((c.kind, c.rdev), (Kind::CharDev, 0x0103));
 
     // Type bits and anything above 07777 are not permission bits.
-    let (m, _) = core.make_node(USER, root, b"m", NodeSpec::Dir, libc::S_IFDIR | 0o1777).unwrap();
+    let m = core.make_node(USER, root, b"m", NodeSpec::Dir, libc::S_IFDIR | 0o1777).unwrap();
     assert_eq!(m.perm, 0o1777);
 
     for (name, ino) in [("f", f.ino), ("d", d.ino), ("s", s.ino), ("p", p.ino), ("c", c.ino), ("m", m.ino)] {
@@ -238,7 +232,7 @@ fn open_read_write_and_truncate() {
     let root = fx.root();
     let f = fx.file(root, "f");
     let d = fx.dir(root, "d");
-    let (s, _) = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
+    let s = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
 
     fx.write(f, 0, b"hello world");
     // A write past the end leaves a hole that reads as zeros.
@@ -321,7 +315,8 @@ fn setattr_changes_mode_owner_and_times() {
         let a = core.setattr(ino, &set_mode(libc::S_IFREG | 0o4711), None).unwrap();
         assert_eq!(a.perm, 0o4711);
         let a = core.setattr(ino, &SetAttr { uid: Some(7), gid: Some(8), ..SetAttr::default() }, None).unwrap();
-        assert_eq!((a.uid, a.gid, a.perm), (7, 8, 0o4711));
+        // A chown clears a file's setuid, not a directory's.
+        assert_eq!((a.uid, a.gid, a.perm), (7, 8, if ino == f { 0o711 } else { 0o4711 }));
         let when = SystemTime::UNIX_EPOCH + Duration::new(1_000_000, 123_456_789);
         let later = SystemTime::UNIX_EPOCH + Duration::new(2_000_000, 5);
         let set = SetAttr {
@@ -440,7 +435,7 @@ fn link_adds_names_to_one_inode() {
     assert_eq!(errno(core.link(f, f, b"x")), libc::ENOTDIR);
     assert_eq!(errno(core.link(f, root, &[b'n'; 256])), libc::ENAMETOOLONG);
     assert_eq!(errno(core.link(f, root, b"..")), libc::EINVAL);
-    let (s, _) = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
+    let s = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
     assert_eq!(core.link(s.ino, d, b"s2").unwrap().nlink, 2);
     assert_eq!(fx.names(d), ["g", "s2"]);
     fx.assert_clean();
@@ -681,22 +676,20 @@ fn setgid_directories_pass_on_their_group() {
     let shared = fx.dir(root, "shared");
     core.setattr(shared, &SetAttr { gid: Some(50), mode: Some(0o2775), ..SetAttr::default() }, None).unwrap();
 
-    let (f, file) = core.make_node(USER, shared, b"f", NodeSpec::File, 0o664).unwrap();
-    drop(file);
-    core.release(f.ino).unwrap();
+    let f = core.make_node(USER, shared, b"f", NodeSpec::File, 0o664).unwrap();
     assert_eq!((f.uid, f.gid, f.perm), (1000, 50, 0o664), "files take the group, not the setgid bit");
-    let (d, _) = core.make_node(USER, shared, b"d", NodeSpec::Dir, 0o755).unwrap();
+    let d = core.make_node(USER, shared, b"d", NodeSpec::Dir, 0o755).unwrap();
     assert_eq!((d.uid, d.gid, d.perm), (1000, 50, 0o2755), "directories take both");
-    let (s, _) = core.make_node(USER, shared, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
+    let s = core.make_node(USER, shared, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
     assert_eq!(s.gid, 50);
     // The inheritance continues below.
-    let (dd, _) = core.make_node(USER, d.ino, b"dd", NodeSpec::Dir, 0o700).unwrap();
+    let dd = core.make_node(USER, d.ino, b"dd", NodeSpec::Dir, 0o700).unwrap();
     assert_eq!((dd.gid, dd.perm), (50, 0o2700));
     // Without setgid, the caller's group.
-    let (plain, _) = core.make_node(USER, root, b"plain", NodeSpec::Dir, 0o755).unwrap();
+    let plain = core.make_node(USER, root, b"plain", NodeSpec::Dir, 0o755).unwrap();
     assert_eq!((plain.gid, plain.perm), (1000, 0o755));
     let other = Caller { uid: 5, gid: 6, umask: 0 };
-    let (o, _) = core.make_node(other, plain.ino, b"o", NodeSpec::Dir, 0o755).unwrap();
+    let o = core.make_node(other, plain.ino, b"o", NodeSpec::Dir, 0o755).unwrap();
     assert_eq!((o.uid, o.gid), (5, 6));
     fx.assert_clean();
 }
@@ -844,7 +837,7 @@ fn xattrs_set_get_list_remove() {
     let root = fx.root();
     let f = fx.file(root, "f");
     let d = fx.dir(root, "d");
-    let (s, _) = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
+    let s = core.make_node(USER, root, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
     for ino in [f, d, s.ino] {
         assert_eq!(core.listxattr(ino).unwrap(), b"");
         core.setxattr(ino, b"user.one", b"1", XattrMode::Any, false).unwrap();
@@ -1046,8 +1039,7 @@ fn a_new_file_counts_as_open_until_released() {
     let fx = Fixture::new();
     let core = fx.core();
     let root = fx.root();
-    let (attr, file) = core.make_node(USER, root, b"f", NodeSpec::File, 0o644).unwrap();
-    let file = file.unwrap();
+    let (attr, Opened { file, .. }) = core.create(USER, root, b"f", 0o644, |_| None::<()>).unwrap();
     core.unlink(root, b"f").unwrap();
     core.write(&file, 0, b"x").unwrap();
     assert_eq!(fx.attr(attr.ino).size, 1);
@@ -1088,7 +1080,7 @@ fn everything_survives_close_and_reopen() {
     let f = fx.file(d, "f");
     fx.write(f, 0, b"persistent bytes");
     core.link(f, root, b"hard").unwrap();
-    let (s, _) = core.make_node(USER, d, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
+    let s = core.make_node(USER, d, b"s", NodeSpec::Symlink(b"f".to_vec()), 0o777).unwrap();
     core.setxattr(f, b"user.k", b"value", XattrMode::Any, false).unwrap();
     core.setxattr(d, b"trusted.t", b"dir", XattrMode::Any, false).unwrap();
     core.setattr(d, &SetAttr { mode: Some(0o2710), uid: Some(3), gid: Some(4), ..SetAttr::default() }, None).unwrap();
@@ -1327,10 +1319,7 @@ fn concurrent_operations_leave_a_consistent_pool() {
                     let (d1, n1) = (dirs[rng.below(3)], names[rng.below(4)]);
                     let (d2, n2) = (dirs[rng.below(3)], names[rng.below(4)]);
                     let result: volfs::Result<()> = match rng.below(8) {
-                        0 => core.make_node(USER, d1, n1, NodeSpec::File, 0o644).and_then(|(a, f)| {
-                            drop(f);
-                            core.release(a.ino)
-                        }),
+                        0 => core.make_node(USER, d1, n1, NodeSpec::File, 0o644).map(drop),
                         1 => core.make_node(USER, d1, n1, NodeSpec::Dir, 0o755).map(drop),
                         2 | 3 => core.rename(d1, n1, d2, n2, modes[rng.below(3)]).map(drop),
                         4 => core.unlink(d1, n1).map(drop),
@@ -1369,16 +1358,16 @@ fn crash_child() {
     let pool = Pool::open(std::path::Path::new(&dir), OpenMode::Existing).unwrap();
     let core = pool.core();
     let root = pool.volume("v").unwrap().root;
-    let (d, _) = core.make_node(USER, root, b"d", NodeSpec::Dir, 0o755).unwrap();
-    let (f, file) = core.make_node(USER, d.ino, b"f", NodeSpec::File, 0o644).unwrap();
-    core.write(file.as_ref().unwrap(), 0, b"committed").unwrap();
+    let d = core.make_node(USER, root, b"d", NodeSpec::Dir, 0o755).unwrap();
+    let (f, Opened { file, .. }) = core.create(USER, d.ino, b"f", 0o644, |_| None::<()>).unwrap();
+    core.write(&file, 0, b"committed").unwrap();
     drop(file);
     core.release(f.ino).unwrap();
     core.link(f.ino, root, b"hard").unwrap();
     core.setxattr(f.ino, b"user.k", b"v", XattrMode::Any, false).unwrap();
     core.rename(root, b"old", d.ino, b"moved", RenameMode::Replace).unwrap();
-    let (g, open) = core.make_node(USER, root, b"open-then-unlinked", NodeSpec::File, 0o644).unwrap();
-    core.write(open.as_ref().unwrap(), 0, b"gone").unwrap();
+    let (g, Opened { file: open, .. }) = core.create(USER, root, b"open-then-unlinked", 0o644, |_| None::<()>).unwrap();
+    core.write(&open, 0, b"gone").unwrap();
     core.unlink(root, b"open-then-unlinked").unwrap();
     drop(core.data().create(DataId(999_999)).unwrap());
     println!("orphan {}", g.ino.0);
@@ -1473,11 +1462,10 @@ fn crash_workload(pool: &Pool, mut after_step: impl FnMut(&Pool)) -> volfs::Resu
     let vol = pool.create_volume(&name("v"), 64 << 20, None)?;
     step(Ok(()))?;
     let root = vol.root;
-    let dir = core.make_node(USER, root, b"d", NodeSpec::Dir, 0o755)?.0.ino;
+    let dir = core.make_node(USER, root, b"d", NodeSpec::Dir, 0o755)?.ino;
     step(Ok(()))?;
     let write = |parent: Ino, n: &[u8], bytes: usize| -> volfs::Result<Ino> {
-        let (attr, file) = core.make_node(USER, parent, n, NodeSpec::File, 0o644)?;
-        let file = file.expect("a file's data");
+        let (attr, Opened { file, .. }) = core.create(USER, parent, n, 0o644, |_| None::<()>)?;
         core.write(&file, 0, &vec![7u8; bytes])?;
         core.fsync(&file, false)?;
         drop(file);
@@ -1491,7 +1479,7 @@ fn crash_workload(pool: &Pool, mut after_step: impl FnMut(&Pool)) -> volfs::Resu
     step(core.link(b, dir, b"b2").map(drop))?;
     step(core.rename(dir, b"a", root, b"a2", RenameMode::Replace).map(drop))?;
     step(core.setxattr(a, b"user.k", b"value", XattrMode::Any, false))?;
-    let (gone, open) = core.make_node(USER, root, b"gone", NodeSpec::File, 0o644)?;
+    let (gone, open) = core.create(USER, root, b"gone", 0o644, |_| None::<()>)?;
     step(Ok(()))?;
     step(core.unlink(root, b"gone").map(drop))?;
     drop(open);
@@ -1547,4 +1535,91 @@ fn a_crash_at_any_commit_leaves_a_pool_that_reopens_consistent_with_every_acknow
             "crash at commit {crash_at} (after {done} steps, crashed: {crashed}):\n{state:#?}\nexpected one of {acceptable:#?}"
         );
     }
+}
+
+#[test]
+fn the_kernel_gets_a_files_data_only_where_its_writes_need_no_daemon() {
+    let fx = Fixture::new();
+    let (core, root) = (fx.core(), fx.root());
+    let kernel = |_: &volfs::core::OpenFile| Some(());
+    let open = |caller: &Caller, ino: Ino, writable: bool| {
+        let opened = core.open_for_kernel(caller, ino, writable, kernel).unwrap();
+        let passed = opened.passthrough.is_some();
+        core.close(&opened.file, passed).unwrap();
+        passed
+    };
+
+    // A volume without a capacity, a file only it holds: the kernel does the I/O.
+    let (f, opened) = core.create(USER, root, b"f", 0o755, kernel).unwrap();
+    assert!(opened.passthrough.is_some());
+    core.write(&opened.file, 0, b"written by the daemon").unwrap();
+    core.close(&opened.file, true).unwrap();
+    assert!(open(&USER, f.ino, true));
+
+    // A write by an unprivileged caller must clear setuid/setgid: only the daemon sees it.
+    core.setattr(f.ino, &set_mode(0o4755), None).unwrap();
+    assert!(!open(&USER, f.ino, true), "unprivileged writer of a setuid file");
+    assert!(open(&USER, f.ino, false), "a reader");
+    assert!(open(&Caller::ROOT, f.ino, true), "root keeps setuid on write");
+    core.setattr(f.ino, &set_mode(0o2745), None).unwrap();
+    assert!(open(&USER, f.ino, true), "setgid without group execute is no privilege to clear");
+
+    // A snapshot shares the data file: it must be copied before it changes.
+    fx.pool.create_snapshot(&VolumeName::parse("v").unwrap(), &VolumeName::parse("s").unwrap()).unwrap();
+    assert!(!open(&USER, f.ino, false));
+    let file = core.open(f.ino).unwrap();
+    core.write(&file, 0, b"W").unwrap();
+    core.release(f.ino).unwrap();
+    assert!(!open(&USER, f.ino, true), "its own top over the snapshot's file: a stack the daemon reads");
+    let (_, opened) = core.create(USER, root, b"new", 0o644, kernel).unwrap();
+    assert!(opened.passthrough.is_some(), "a file made after the snapshot is the volume's alone");
+    core.close(&opened.file, true).unwrap();
+
+    // A volume with a capacity: the daemon holds its writes to it.
+    let held = fx.pool.create_volume(&VolumeName::parse("held").unwrap(), 1 << 20, None).unwrap();
+    let (g, opened) = core.create(USER, held.root, b"g", 0o644, kernel).unwrap();
+    assert!(opened.passthrough.is_none());
+    core.close(&opened.file, false).unwrap();
+    assert!(!open(&Caller::ROOT, g.ino, true));
+    fx.assert_clean();
+}
+
+#[test]
+fn chown_and_unprivileged_truncate_clear_setuid_and_setgid() {
+    let fx = Fixture::new();
+    let (core, root) = (fx.core(), fx.root());
+    let f = fx.file(root, "f");
+    let d = fx.dir(root, "d");
+    let perm = |ino: Ino| core.getattr(ino).unwrap().perm;
+    let set = |ino: Ino, set: SetAttr| core.setattr(ino, &set, None).unwrap();
+
+    set(f, set_mode(0o6755));
+    set(f, SetAttr { size: Some(1), ..SetAttr::default() });
+    assert_eq!(perm(f), 0o6755, "root's truncate keeps them");
+    set(f, SetAttr { size: Some(2), unprivileged: true, ..SetAttr::default() });
+    assert_eq!(perm(f), 0o0755, "another's truncate clears both (group execute is set)");
+
+    set(f, set_mode(0o6745));
+    set(f, SetAttr { uid: Some(1000), ..SetAttr::default() });
+    assert_eq!(perm(f), 0o2745, "chown clears setuid; setgid without group execute stays");
+    set(f, set_mode(0o6755));
+    set(f, SetAttr { ctime: true, ..SetAttr::default() });
+    assert_eq!(perm(f), 0o0755, "chown to -1 -1 (ctime alone) clears them too");
+    set(f, set_mode(0o6755));
+    set(f, SetAttr { mode: Some(0o6755), uid: Some(0), ..SetAttr::default() });
+    assert_eq!(perm(f), 0o6755, "a mode given with the owner stands");
+    set(f, SetAttr { mtime: Some(TimeSet::Now), ctime: true, ..SetAttr::default() });
+    assert_eq!(perm(f), 0o0755, "ctime with times only is a bare chown as the kernel sends one");
+
+    set(d, set_mode(0o2755));
+    set(d, SetAttr { gid: Some(50), ..SetAttr::default() });
+    assert_eq!(perm(d), 0o2755, "directories keep setgid on chown");
+
+    let file = core.open(f).unwrap();
+    set(f, set_mode(0o4755));
+    core.write_kills_suidgid(f).unwrap();
+    assert_eq!(perm(f), 0o0755, "an unprivileged write clears setuid");
+    drop(file);
+    core.release(f).unwrap();
+    fx.assert_clean();
 }

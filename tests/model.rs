@@ -846,6 +846,13 @@ impl Model {
                 if let Some(gid) = gid {
                     node.gid = *gid;
                 }
+                // A chown clears setuid, and setgid where group execute is set (not of a directory).
+                if !matches!(node.body, Body::Dir(_)) {
+                    node.perm &= !libc::S_ISUID;
+                    if node.perm & libc::S_IXGRP != 0 {
+                        node.perm &= !libc::S_ISGID;
+                    }
+                }
                 Ok(())
             }
             Op::SetXattr { path, name, value, mode } => {
@@ -1225,11 +1232,7 @@ impl View {
 
     fn make(&self, core: &Core, path: &Path, spec: NodeSpec, perm: u32, caller: usize) -> Result<(), i32> {
         let parent = self.resolve_dir(core, path.parent())?;
-        let (attr, file) = core.make_node(CALLERS[caller], parent, path.name(), spec, perm).map_err(errno)?;
-        if file.is_some() {
-            drop(file);
-            core.release(attr.ino).map_err(errno)?;
-        }
+        core.make_node(CALLERS[caller], parent, path.name(), spec, perm).map_err(errno)?;
         Ok(())
     }
 

@@ -139,7 +139,7 @@ impl Core {
 
     /// Whether a volume's writes must go through the daemon, which keeps them within its
     /// capacity: the kernel writing straight into a data file could not.
-    pub fn limits_writes(&self, volume: VolumeId) -> bool {
+    pub(super) fn limits_writes(&self, volume: VolumeId) -> bool {
         self.account(volume).capacity > 0
     }
 

@@ -12,7 +12,7 @@ use super::snapshot::overlay::{Overlay, CHUNK, MAX_DEPTH};
 use super::{kill_suidgid, to_off, Core, SetAttr, TimeSet};
 use crate::data::blocks::{allocated, allocated_total};
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Ino, Inode, Kind, LayerId, Level, Txn, Under, VolumeId};
+use crate::meta::{DataId, Ino, Inode, Kind, LayerId, Level, Timestamp, Txn, Under, VolumeId};
 
 /// A regular file opened through the core. It names the inode, whose data file may change
 /// while it is open (a view copies a data file it shares before changing it), and the volume
@@ -193,11 +193,16 @@ impl Core {
     /// Clears the setuid and setgid bits a write by an unprivileged caller must clear; commits
     /// only when there is something to clear.
     pub fn write_kills_suidgid(&self, ino: Ino) -> Result<()> {
-        let perm = self.inode(ino)?.perm;
-        if perm == kill_suidgid(perm) {
+        let _w = self.lock();
+        let mut inode = self.inode(ino)?;
+        if inode.perm == kill_suidgid(inode.perm) {
             return Ok(());
         }
-        self.setattr(ino, &SetAttr { kill_suidgid: true, ..SetAttr::default() }, None).map(drop)
+        inode.perm = kill_suidgid(inode.perm);
+        inode.ctime = Timestamp::now();
+        let mut txn = Txn::default();
+        txn.put_inode(ino, &inode);
+        self.meta.commit(txn)
     }
 
     /// Writes as much of `data` as the volume has room for: a write that would take the volume
@@ -404,7 +409,7 @@ impl Core {
 
     /// Whether the view of `file` owns its data file (no snapshot or clone shares it), so the
     /// kernel may write it directly.
-    pub fn owns_data(&self, file: &OpenFile) -> Result<bool> {
+    pub(super) fn owns_data(&self, file: &OpenFile) -> Result<bool> {
         let bound = file.bound();
         Ok(bound.overlay.is_none() && bound.layer == self.meta.view(file.ino.view())?.head())
     }

@@ -1,10 +1,17 @@
 //! Passthrough: which open files the kernel may read and write itself, straight on their data
 //! files, and how the space of those files is counted (the daemon sees none of their writes).
 
-use super::{Core, OpenFile};
+use super::{kill_suidgid, Attr, Caller, Core, NodeSpec, OpenFile};
 use crate::data::blocks::allocated_total;
-use crate::error::Result;
-use crate::meta::{DataId, VolumeId};
+use crate::error::{Error, Result};
+use crate::meta::{DataId, Ino, VolumeId};
+
+/// A regular file opened for the kernel, and, when the kernel reads and writes its data file
+/// itself, `B`: the kernel's reference to that file (FUSE passthrough's backing id).
+pub struct Opened<B> {
+    pub file: OpenFile,
+    pub passthrough: Option<B>,
+}
 
 /// A file the kernel reads and writes directly (passthrough): the daemon sees none of those
 /// writes, so its blocks are counted again when it is closed, and on demand.
@@ -18,13 +25,72 @@ pub(super) struct DirectWrites {
 }
 
 impl Core {
+    /// Opens regular file `ino` for `caller`; `writable` says the open may write. `pass` makes
+    /// the kernel's reference to the open file's data file, and is asked only when the kernel may do the
+    /// file's I/O itself (`pass_through`). A write by an unprivileged caller to a setuid/setgid
+    /// file must clear those bits, which only a write the daemon sees can: such an open stays
+    /// with the daemon.
+    pub fn open_for_kernel<B>(
+        &self,
+        caller: &Caller,
+        ino: Ino,
+        writable: bool,
+        pass: impl FnOnce(&OpenFile) -> Option<B>,
+    ) -> Result<Opened<B>> {
+        let perm = self.inode(ino)?.perm;
+        let must_clear = writable && caller.uid != 0 && perm != kill_suidgid(perm);
+        let file = self.open(ino)?;
+        Ok(self.pass_through(file, !must_clear, pass))
+    }
+
+    /// Creates regular file `name` in `parent` and opens it for the kernel, as `open_for_kernel`.
+    pub fn create<B>(
+        &self,
+        caller: Caller,
+        parent: Ino,
+        name: &[u8],
+        perm: u32,
+        pass: impl FnOnce(&OpenFile) -> Option<B>,
+    ) -> Result<(Attr, Opened<B>)> {
+        let (attr, file) = self.make(caller, parent, name, NodeSpec::File, perm, true)?;
+        let file = file.ok_or_else(|| Error::Corrupt(format!("creating inode {} made no data file", attr.ino.0)))?;
+        Ok((attr, self.pass_through(file, true, pass)))
+    }
+
+    /// Hands the kernel `file`'s data file when it may change it directly: not when its volume
+    /// has a capacity (the daemon holds writes to it), nor when a snapshot or clone shares the
+    /// data file (it is copied before it changes). No snapshot is cut between choosing and
+    /// counting the file among those the kernel writes.
+    fn pass_through<B>(&self, file: OpenFile, allowed: bool, pass: impl FnOnce(&OpenFile) -> Option<B>) -> Opened<B> {
+        let _cutting = self.changing_data();
+        let may = allowed && !self.limits_writes(file.volume) && self.owns_data(&file).unwrap_or(false);
+        let passthrough = if may { pass(&file) } else { None };
+        if passthrough.is_some() {
+            if let Err(e) = self.passthrough_opened(&file) {
+                tracing::warn!(ino = file.ino.0, error = %e, "could not count a file's blocks");
+            }
+        }
+        Opened { file, passthrough }
+    }
+
+    /// Closes a file `open_for_kernel` or `create` opened (`passthrough`: the kernel did its
+    /// I/O): what the kernel wrote is counted, and the last close of an unlinked file removes it.
+    pub fn close(&self, file: &OpenFile, passthrough: bool) -> Result<()> {
+        if passthrough {
+            if let Err(e) = self.passthrough_closed(file) {
+                tracing::warn!(ino = file.ino.0, error = %e, "could not count a file's blocks");
+            }
+        }
+        self.release(file.ino)
+    }
+
     /// Whether the kernel reads or writes any file of `volume` directly (passthrough).
     pub fn has_passthrough_files(&self, volume: VolumeId) -> bool {
         self.direct.iter().any(|d| d.volume == volume)
     }
 
     /// A handle the kernel reads and writes directly (passthrough) was opened on `file`.
-    pub fn passthrough_opened(&self, file: &OpenFile) -> Result<()> {
+    fn passthrough_opened(&self, file: &OpenFile) -> Result<()> {
         let _io = self.io_lock(file.ino);
         if let Some(mut d) = self.direct.get_mut(&file.ino) {
             d.handles += 1;
@@ -37,7 +103,7 @@ impl Core {
     }
 
     /// A handle from `passthrough_opened` was closed: what the kernel wrote is counted.
-    pub fn passthrough_closed(&self, file: &OpenFile) -> Result<()> {
+    fn passthrough_closed(&self, file: &OpenFile) -> Result<()> {
         let _io = self.io_lock(file.ino);
         let now = allocated_total(&file.file())?;
         let Some(mut d) = self.direct.get_mut(&file.ino) else { return Ok(()) };
