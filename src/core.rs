@@ -6,7 +6,6 @@
 //! no lock. Regular files keep their bytes, size, atime and mtime in their data file, which the
 //! kernel may write directly.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -845,14 +844,6 @@ fn lossy(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-pub fn statvfs(path: &Path) -> Result<libc::statvfs> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Invalid("path holds NUL".into()))?;
-    // SAFETY: c is a valid C string; st is written by the call.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(st)
-    }
+pub fn statvfs(path: &Path) -> Result<rustix::fs::StatVfs> {
+    Ok(rustix::fs::statvfs(path)?)
 }

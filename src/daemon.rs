@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use serde_json::{json, Value};
 use volfs_api::{
@@ -468,13 +470,9 @@ impl Service {
             self.claim(&at, mounted.volume())?
         };
         // Unmount before letting go of the session: a busy mount stays served and listed.
-        let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
-            .map_err(|_| ApiError::invalid(format!("mountpoint {} holds a NUL byte", at.display())))?;
-        // SAFETY: a valid C string; plain syscall.
-        if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
-            let e = std::io::Error::last_os_error();
-            let kind = if e.raw_os_error() == Some(libc::EBUSY) { ApiError::busy } else { ApiError::internal };
-            return Err(kind(format!("unmounting {}: {e}", at.display())));
+        if let Err(e) = rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()) {
+            let kind = if e == rustix::io::Errno::BUSY { ApiError::busy } else { ApiError::internal };
+            return Err(kind(format!("unmounting {}: {}", at.display(), std::io::Error::from(e))));
         }
         let mounted = self.mounts().remove(&at);
         drop(claim);
@@ -596,7 +594,7 @@ fn unescape_mount_path(s: &str) -> String {
 /// Runs the daemon until a shutdown request or SIGTERM/SIGINT.
 pub fn serve(pool_dir: &Path, socket: Option<&Path>, metrics_addr: Option<&str>) -> anyhow::Result<()> {
     forbid_core_dumps()?;
-    let signals = block_stop_signals();
+    let signals = watch_signals()?;
     let started = std::time::SystemTime::now();
     let pool = Pool::open(pool_dir, crate::pool::OpenMode::CreateIfMissing)?;
     let start_seconds = started.elapsed().unwrap_or_default().as_secs_f64();
@@ -618,15 +616,15 @@ pub fn serve(pool_dir: &Path, socket: Option<&Path>, metrics_addr: Option<&str>)
         let bound = crate::metrics::serve(addr, service.clone())?;
         tracing::info!(address = %bound, "metrics at http://{bound}/metrics");
     }
-    let wake = AcceptWaker(listener.as_raw_fd());
-    watch_signals(signals, service.clone(), wake);
+    let wake = AcceptWaker(Arc::new(listener.try_clone()?.into()));
+    stop_on_signal(signals, service.clone(), wake.clone());
     tracing::info!(pool = %pool_dir.display(), socket = %socket.display(), pid = std::process::id(), "serving");
     for stream in listener.incoming() {
         if service.stopping.load(Ordering::SeqCst) {
             break;
         }
         let Ok(stream) = stream else { continue };
-        let service = service.clone();
+        let (service, wake) = (service.clone(), wake.clone());
         std::thread::spawn(move || {
             if answer(&service, stream) {
                 wake.wake();
@@ -667,53 +665,38 @@ fn answer(service: &Service, stream: UnixStream) -> bool {
 /// The daemon holds secrets of projected trees in memory: a crash must not write them to a core
 /// file (nor may another process read its memory through /proc or ptrace).
 fn forbid_core_dumps() -> std::io::Result<()> {
-    let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain syscalls that change this process's own limits and flags.
-    let failed =
-        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 || libc::prctl(libc::PR_SET_DUMPABLE, 0) != 0 };
-    if failed {
-        return Err(std::io::Error::last_os_error());
-    }
+    use rustix::process::{set_dumpable_behavior, setrlimit, DumpableBehavior, Resource, Rlimit};
+    setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
     Ok(())
 }
 
-/// Blocks SIGTERM and SIGINT in this thread and every thread started after it, so that only
-/// `watch_signals` receives them. Must run before the pool starts its threads.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigset operations on a local set, then a mask change of this thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
+/// SIGTERM and SIGINT stop the daemon in order: every mount is unmounted first. Watching
+/// starts before the pool does, so no signal finds the daemon without its handler.
+fn watch_signals() -> std::io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT])
 }
 
-/// SIGTERM and SIGINT stop the daemon in order: every mount is unmounted first.
-fn watch_signals(set: libc::sigset_t, service: Arc<Service>, wake: AcceptWaker) {
+fn stop_on_signal(mut signals: Signals, service: Arc<Service>, wake: AcceptWaker) {
     std::thread::spawn(move || {
-        let mut sig = 0;
-        // SAFETY: waits on a set of blocked signals.
-        unsafe { libc::sigwait(&set, &mut sig) };
-        tracing::info!(signal = sig, "stopping");
-        service.stop();
-        wake.wake();
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "stopping");
+            service.stop();
+            wake.wake();
+        }
     });
 }
 
 /// Ends the accept loop once the daemon is stopping: shutting the listening socket down makes
 /// `accept` return at once, whether or not its path still exists (a connection to the path
-/// would not reach it once the file is gone).
-#[derive(Clone, Copy)]
-struct AcceptWaker(std::os::fd::RawFd);
+/// would not reach it once the file is gone). It holds a duplicate of the listener's
+/// descriptor: shutting that down shuts the one socket both name.
+#[derive(Clone)]
+struct AcceptWaker(Arc<std::os::fd::OwnedFd>);
 
 impl AcceptWaker {
-    fn wake(self) {
-        // SAFETY: the listener outlives every waker (serve returns only after the loop ends,
-        // which this call causes); shutdown changes no memory.
-        unsafe { libc::shutdown(self.0, libc::SHUT_RDWR) };
+    fn wake(&self) {
+        let _ = rustix::net::shutdown(&*self.0, rustix::net::Shutdown::Both);
     }
 }
 

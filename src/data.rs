@@ -110,17 +110,11 @@ impl DataStore {
 /// fresh groups instead of scanning past inodes freed moments ago in the same group, which
 /// makes creation after mass deletion many times slower. Filesystems without the flag ignore it.
 fn spread_subdirectories(dir: &Path) {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
     let Ok(d) = File::open(dir) else { return };
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&d);
-    let mut flags: libc::c_long = 0;
-    // SAFETY: FS_IOC_GETFLAGS/SETFLAGS read and write one long through a valid pointer.
-    unsafe {
-        if libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) == 0 && flags & FS_TOPDIR_FL == 0 {
-            flags |= FS_TOPDIR_FL;
-            libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags);
+    if let Ok(flags) = ioctl_getflags(&d) {
+        if !flags.contains(IFlags::TOPDIR) {
+            let _ = ioctl_setflags(&d, flags | IFlags::TOPDIR);
         }
     }
 }
-
-/// FS_TOPDIR_FL from linux/fs.h.
-const FS_TOPDIR_FL: libc::c_long = 0x0002_0000;

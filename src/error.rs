@@ -129,6 +129,12 @@ impl From<fjall::Error> for Error {
     }
 }
 
+impl From<rustix::io::Errno> for Error {
+    fn from(e: rustix::io::Errno) -> Self {
+        Error::Io(e.into())
+    }
+}
+
 impl From<postcard::Error> for Error {
     fn from(e: postcard::Error) -> Self {
         Error::Corrupt(e.to_string())

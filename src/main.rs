@@ -159,8 +159,7 @@ enum SnapshotCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Whatever this process creates on the node (pool, records, logs, sockets) is root's alone.
-    // SAFETY: umask only changes this process's file creation mask.
-    unsafe { libc::umask(0o077) };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // fuser warns when it tries to unmount what `volfs umount` already unmounted.
     let default = if matches!(cli.command, Command::Serve { .. }) {
         "info,fjall=warn,lsm_tree=warn,fuser::mnt=error"

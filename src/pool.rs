@@ -7,9 +7,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::FlockOperation;
 
 use crate::core::Core;
 use crate::data::DataStore;
@@ -139,8 +140,8 @@ impl Drop for Pool {
             }
             Err(e) => tracing::error!(error = %e, "could not sync metadata on close"),
         }
-        // SAFETY: plain syscall on our own descriptor; closing it would release the lock too.
-        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
+        // Closing the descriptor would release the lock too; this says so at once.
+        let _ = rustix::fs::flock(&self.lock, FlockOperation::Unlock);
     }
 }
 
@@ -195,8 +196,7 @@ fn make_private(dir: &Path) -> Result<()> {
 /// Takes the pool's exclusive lock, or names the daemon that holds it.
 fn take_lock(dir: &Path) -> Result<File> {
     let mut lock = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("lock"))?;
-    // SAFETY: plain syscall on our own descriptor.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut holder = String::new();
         let _ = lock.read_to_string(&mut holder);
         return Err(Error::Busy(format!(

@@ -127,8 +127,7 @@ unsafe impl Sync for SecretBytes {}
 
 impl SecretBytes {
     fn new(bytes: &[u8]) -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = rustix::param::page_size();
         let size = bytes.len().div_ceil(page).max(1) * page;
         let layout = std::alloc::Layout::from_size_align(size, page).expect("a page-aligned layout");
         // SAFETY: a non-zero size; the result is checked for null.

@@ -107,17 +107,8 @@ impl DataPlane {
 
     /// The pool's filesystem: (total bytes, bytes free for volumes).
     pub fn pool_space(&self) -> Result<(u64, u64)> {
-        let path = std::ffi::CString::new(self.pool.as_os_str().as_encoded_bytes())
-            .map_err(|_| Error::Internal("the pool path holds a NUL byte".into()))?;
-        // SAFETY: a valid C string and a zeroed out-struct the call fills.
-        let st = unsafe {
-            let mut st: libc::statvfs = std::mem::zeroed();
-            if libc::statvfs(path.as_ptr(), &mut st) != 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(Error::Internal(format!("statvfs {}: {e}", self.pool.display())));
-            }
-            st
-        };
+        let st = rustix::fs::statvfs(&self.pool)
+            .map_err(|e| Error::Internal(format!("statvfs {}: {}", self.pool.display(), std::io::Error::from(e))))?;
         Ok((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
     }
 }

@@ -197,9 +197,8 @@ pub fn snapshot_ref(snapshot_id: &str) -> Result<SnapshotRef> {
 /// A mount the data plane no longer serves (it restarted) may still sit at `target`, answering
 /// ENOTCONN: take it off lazily so the path can be used again.
 pub fn detach_stale_mount(target: &std::path::Path) {
-    let Ok(path) = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()) else { return };
-    // SAFETY: a valid C string; plain syscall. EINVAL (nothing mounted there) is the usual answer.
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+    // EINVAL (nothing mounted there) is the usual answer.
+    if rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH).is_ok() {
         tracing::info!(target = %target.display(), "detached a mount the data plane no longer serves");
     }
 }

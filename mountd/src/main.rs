@@ -138,8 +138,7 @@ fn main() -> ExitCode {
         command => return client(command),
     };
     // Whatever this process creates on the node (pool, records, logs, sockets) is root's alone.
-    // SAFETY: umask only changes this process's file creation mask.
-    unsafe { libc::umask(0o077) };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let filter = tracing_subscriber::EnvFilter::try_from_env("MOUNTD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -3,7 +3,8 @@
 //! before it changes it.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+
+use rustix::fs::{FallocateFlags, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -282,15 +283,9 @@ impl Core {
     /// Preallocation and zeroing need room for the whole range or fail ENOSPC; punching,
     /// collapsing and inserting ranges only move or free blocks.
     pub fn fallocate(&self, file: &OpenFile, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let (off, len) = (to_off(offset)?, to_off(length)?);
-        off.checked_add(len).ok_or(Error::TooLarge)?;
-        let call = |file: &File| {
-            // SAFETY: plain syscall on an owned descriptor.
-            if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) } != 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
-            Ok(())
-        };
+        to_off(offset)?.checked_add(to_off(length)?).ok_or(Error::TooLarge)?;
+        let flags = FallocateFlags::from_bits_retain(mode as u32);
+        let call = |file: &File| Ok(rustix::fs::fallocate(file, flags, offset, length)?);
         const MOVES_OR_FREES: i32 =
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
         const SHIFTS: i32 = libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE;
@@ -335,13 +330,17 @@ impl Core {
                 _ => Ok(size),
             };
         }
-        let file = bound.file;
-        // SAFETY: plain syscall on an owned descriptor; it moves only our private offset.
-        let pos = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
-        if pos < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        Ok(pos)
+        // It moves only this open file's offset, which the daemon's I/O never uses.
+        let from = |offset: i64| u64::try_from(offset).map_err(|_| Error::Invalid(format!("seek to {offset}")));
+        let to = match whence {
+            libc::SEEK_SET => SeekFrom::Start(from(offset)?),
+            libc::SEEK_CUR => SeekFrom::Current(offset),
+            libc::SEEK_END => SeekFrom::End(offset),
+            libc::SEEK_DATA => SeekFrom::Data(from(offset)?),
+            libc::SEEK_HOLE => SeekFrom::Hole(from(offset)?),
+            _ => return Err(Error::Invalid(format!("seek whence {whence}"))),
+        };
+        to_off(rustix::fs::seek(&*bound.file, to)?)
     }
 
     /// Copies as much as the destination's volume has room for, like `write`.
@@ -353,8 +352,9 @@ impl Core {
         dst_offset: u64,
         len: u64,
     ) -> Result<u64> {
-        let mut off_in = to_off(src_offset)?;
-        let mut off_out = to_off(dst_offset)?;
+        to_off(src_offset)?;
+        to_off(dst_offset)?;
+        let (mut off_in, mut off_out) = (src_offset, dst_offset);
         let len = len.min((i64::MAX as u64).saturating_sub(dst_offset));
         let source = self.data_of(src, Use::Read)?;
         if source.overlay.is_some() {
@@ -365,13 +365,7 @@ impl Core {
         }
         let src = source.file;
         self.allocating(dst, dst_offset, len, Fit::Prefix, |dst, fits| {
-            // SAFETY: both descriptors are owned; the offsets are ours.
-            let n = unsafe {
-                libc::copy_file_range(src.as_raw_fd(), &mut off_in, dst.as_raw_fd(), &mut off_out, fits as usize, 0)
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error().into());
-            }
+            let n = rustix::fs::copy_file_range(&*src, Some(&mut off_in), dst, Some(&mut off_out), fits as usize)?;
             Ok(n as u64)
         })
     }
@@ -512,17 +506,13 @@ impl Core {
 
 /// futimens with UTIME_NOW and UTIME_OMIT, as utimensat(2) takes them.
 fn set_times(file: &File, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> Result<()> {
+    use rustix::fs::{Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
     let spec = |t: Option<TimeSet>| match t {
-        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        Some(TimeSet::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-        Some(TimeSet::At(t)) => libc::timespec { tv_sec: t.secs, tv_nsec: t.nanos.into() },
+        None => Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        Some(TimeSet::Now) => Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
+        Some(TimeSet::At(t)) => Timespec { tv_sec: t.secs, tv_nsec: t.nanos.into() },
     };
-    let times = [spec(atime), spec(mtime)];
-    // SAFETY: an owned descriptor and two timespecs.
-    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
+    Ok(rustix::fs::futimens(file, &Timestamps { last_access: spec(atime), last_modification: spec(mtime) })?)
 }
 
 /// Locks a stack; a panic elsewhere leaves its state as consistent as any crash would.

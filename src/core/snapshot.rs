@@ -272,6 +272,7 @@ impl Core {
     /// Frees the chunks of shared data files that no view sees any more (every view holds
     /// them in a newer data file of its own).
     fn punch_unseen_chunks(&self) -> Result<()> {
+        let punch = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
         for (id, views) in self.sights()? {
             let mut sight = Sight::Chunks(HashSet::new());
             views.into_values().for_each(|v| sight.add(v));
@@ -279,18 +280,7 @@ impl Core {
             let file = std::fs::OpenOptions::new().write(true).open(self.data.path(id))?;
             for (start, end) in crate::data::blocks::allocated_ranges(&file, 0, u64::MAX >> 1)? {
                 for c in (start / CHUNK..end.div_ceil(CHUNK)).filter(|c| !chunks.contains(c)) {
-                    // SAFETY: plain syscall on an owned descriptor.
-                    let rc = unsafe {
-                        libc::fallocate(
-                            std::os::fd::AsRawFd::as_raw_fd(&file),
-                            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                            (c * CHUNK) as i64,
-                            CHUNK as i64,
-                        )
-                    };
-                    if rc != 0 {
-                        return Err(std::io::Error::last_os_error().into());
-                    }
+                    rustix::fs::fallocate(&file, punch, c * CHUNK, CHUNK)?;
                 }
             }
         }

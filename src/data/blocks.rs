@@ -85,30 +85,23 @@ pub fn allocated_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<Ran
 
 /// The ranges that hold data, from SEEK_DATA/SEEK_HOLE: for filesystems without FIEMAP.
 fn data_ranges(file: &File, start: u64, end: u64) -> io::Result<Vec<Range>> {
-    let fd = file.as_raw_fd();
+    use rustix::fs::{seek, SeekFrom};
     let mut out = Vec::new();
     let mut from = start;
+    // Seeking moves only this open file's offset, which the data files are never read through
+    // (all I/O is positioned).
     while from < end {
-        // SAFETY: lseek on an open descriptor; it moves only this open file's offset, which
-        // the data files are never read through (all I/O is positioned).
-        let data = unsafe { libc::lseek(fd, from as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            return Err(e);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let (s, t) = ((data as u64).max(start), (hole as u64).min(end));
+        let data = match seek(file, SeekFrom::Data(from)) {
+            Ok(data) => data,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = seek(file, SeekFrom::Hole(data))?;
+        let (s, t) = (data.max(start), hole.min(end));
         if s < t {
             out.push((s, t));
         }
-        from = hole as u64;
+        from = hole;
     }
     Ok(out)
 }
@@ -159,8 +152,7 @@ mod tests {
         assert_eq!(allocated_ranges(&f, 0, 10 * B).unwrap(), vec![(3 * B, 4 * B)]);
         f.set_len(100 * B).unwrap();
         assert_eq!(allocated_total(&f).unwrap(), B, "extending is free");
-        // SAFETY: plain syscall on an owned descriptor.
-        assert_eq!(unsafe { libc::fallocate(f.as_raw_fd(), 0, (10 * B) as i64, (2 * B) as i64) }, 0);
+        rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 10 * B, 2 * B).unwrap();
         assert_eq!(allocated_total(&f).unwrap(), 3 * B);
         assert_eq!(allocated(&f, 4 * B, 11 * B).unwrap(), B);
     }

@@ -65,23 +65,13 @@ impl MemoryPool {
             return Ok(());
         }
         crate::serve::private_dir(&self.dir).map_err(|e| e.to_string())?;
-        let target = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-        let mount = |options: &str| {
-            let data = std::ffi::CString::new(options).expect("no NUL");
-            // SAFETY: valid C strings; a plain mount(2) of a new tmpfs.
-            unsafe {
-                libc::mount(
-                    c"tmpfs".as_ptr(),
-                    target.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    data.as_ptr().cast(),
-                )
-            }
+        use rustix::mount::{mount, MountFlags};
+        let tmpfs = |options: &std::ffi::CStr| {
+            mount(c"tmpfs", &self.dir, c"tmpfs", MountFlags::NOSUID | MountFlags::NODEV, options)
         };
         // noswap (Linux 6.4+): memory volumes never reach a swap device.
-        if mount("mode=0700,noswap") != 0 && mount("mode=0700") != 0 {
-            return Err(format!("mounting a tmpfs at {}: {}", self.dir.display(), std::io::Error::last_os_error()));
+        if let Err(e) = tmpfs(c"mode=0700,noswap").or_else(|_| tmpfs(c"mode=0700")) {
+            return Err(format!("mounting a tmpfs at {}: {}", self.dir.display(), std::io::Error::from(e)));
         }
         tracing::info!(dir = %self.dir.display(), "mounted the memory pool's tmpfs");
         Ok(())
@@ -89,10 +79,5 @@ impl MemoryPool {
 }
 
 pub fn is_tmpfs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: a valid C string and a zeroed out-struct the call fills.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC
-    }
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type == TMPFS_MAGIC)
 }

@@ -803,12 +803,7 @@ pub async fn remount_dead(engine: &Engine, world: &World, pod: &Pod, projected: 
 /// from the kernel's cache); a dead one answers ENOTCONN, no mount another filesystem's magic.
 fn served(path: &Path) -> bool {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: a valid C string and a zeroed out-struct the call fills.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == FUSE_SUPER_MAGIC
-    }
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type == FUSE_SUPER_MAGIC)
 }
 
 /// The kubelet's event for a volume it could not set up.
