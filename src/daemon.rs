@@ -53,7 +53,7 @@ impl Drop for Claim<'_> {
 
 struct Mounted {
     served: Served,
-    /// The directory shown, for a subPath view; empty for the whole volume or tree.
+    /// The directory shown, for a subPath mount; empty for the whole volume or tree.
     subpath: String,
     read_only: bool,
     session: fuser::BackgroundSession,
@@ -234,14 +234,14 @@ impl Service {
                 Ok(json!(self.pool.volume_info(&volume)?))
             }
             Request::Mount { volume, snapshot, mountpoint, read_only, passthrough, subpath, create } => {
-                let view = match snapshot {
+                let source = match snapshot {
                     Some(name) => snapshot_name(&SnapshotRef { volume, name })?,
                     None => volume,
                 };
                 // A snapshot is read-only whatever the mount asks.
-                let read_only = read_only || view.contains('@');
+                let read_only = read_only || source.contains('@');
                 let options = MountOptions { read_only, passthrough, ..MountOptions::default() };
-                let info = self.mount(&view, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)?;
+                let info = self.mount(&source, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)?;
                 Ok(json!(info))
             }
             Request::Umount { mountpoint } => self.umount(&mountpoint),
@@ -349,7 +349,7 @@ impl Service {
                 None => (v.name.clone(), None),
             };
             let mounted: Vec<_> = mounts.iter().filter(|m| m.volume == v.name).collect();
-            let views = mounted.iter().filter(|m| !m.subpath.is_empty()).count() as u64;
+            let subpath_mounts = mounted.iter().filter(|m| !m.subpath.is_empty()).count() as u64;
             let mut stats = VolumeStats {
                 volume,
                 snapshot,
@@ -358,8 +358,8 @@ impl Service {
                 inodes: core.meta().usage(v.id)?.inodes,
                 inode_limit: v.inode_limit(),
                 exclusive_bytes: exclusive.get(&v.name).copied(),
-                mounts: mounted.len() as u64 - views,
-                views,
+                mounts: mounted.len() as u64 - subpath_mounts,
+                subpath_mounts,
                 ..VolumeStats::default()
             };
             if let Some(c) = self.counters.existing(&v.name) {
@@ -411,12 +411,12 @@ impl Service {
         };
         let in_volume = |e: crate::error::Error| ApiError::new(e.api_kind(), format!("volume {}: {}", volume.name, e));
         let root = self.pool.core().resolve_subpath(volume.root, subpath, create).map_err(in_volume)?;
-        // A view of a file goes on a regular file, a view of a directory on a directory.
-        let file_view = self.pool.core().getattr(root).map_err(in_volume)?.kind == Kind::File;
-        if file_view != at.is_file() {
-            let (view, needs) = if file_view { ("a file", "a regular file") } else { ("a directory", "a directory") };
+        // A mount of a file goes on a regular file, of a directory on a directory.
+        let of_file = self.pool.core().getattr(root).map_err(in_volume)?.kind == Kind::File;
+        if of_file != at.is_file() {
+            let (shows, needs) = if of_file { ("a file", "a regular file") } else { ("a directory", "a directory") };
             return Err(ApiError::invalid(format!(
-                "mountpoint {} is not {needs}: volume {} at subpath {shown:?} is {view}",
+                "mountpoint {} is not {needs}: volume {} at subpath {shown:?} is {shows}",
                 at.display(),
                 volume.name
             )));
@@ -539,7 +539,7 @@ impl Service {
     }
 }
 
-/// An existing directory or regular file (for a view of one file) to mount on.
+/// An existing directory or regular file (for a subPath mount of one file) to mount on.
 fn check_mountpoint(path: &Path) -> Result<PathBuf, ApiError> {
     let at = std::fs::canonicalize(path)
         .map_err(|_| ApiError::not_found(format!("mountpoint {} does not exist", path.display())))?;

@@ -181,7 +181,7 @@ fn kernel_time(t: SystemTime) -> Timestamp {
 
 impl VolumeFs {
     /// A filesystem for one mount of `volume` whose root is the directory `root` (the volume's
-    /// root, or that of a subPath view); `session` tells it apart from the volume's other
+    /// root, or the directory a subPath mount shows); `session` tells it apart from the volume's other
     /// mounts in `coherence`; it counts the requests it serves in `counters`.
     pub fn new(
         pool: Arc<Pool>,
@@ -210,7 +210,7 @@ impl VolumeFs {
     }
 
     /// A directory's entries after `offset`. The mount's root lists itself as its parent:
-    /// nothing above the root of a view may be named from inside it.
+    /// nothing above the root of a subPath mount may be named from inside it.
     fn listing(&self, ino: INodeNo, offset: u64) -> crate::Result<Vec<crate::core::DirEntry>> {
         let dir = self.ino(ino);
         let mut entries = self.core().readdir(dir, offset)?;

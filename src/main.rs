@@ -60,7 +60,7 @@ enum Command {
         #[arg(long)]
         no_passthrough: bool,
         /// Show only this directory (or regular file, mounted on a file) of the volume: a subPath
-        /// view; symlinks are never followed.
+        /// mount; symlinks are never followed.
         #[arg(long, value_name = "PATH")]
         subpath: Option<String>,
         /// Make the subpath's missing directories, with the volume root's mode.
@@ -283,7 +283,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = ctx.daemon_call(request)?;
             ctx.print(&v, |v| {
                 let ro = if v["read_only"] == Value::Bool(true) { " (read-only)" } else { "" };
-                println!("mounted {} at {}{ro}", view_name(v), v["mountpoint"].as_str().unwrap_or(""))
+                println!("mounted {} at {}{ro}", mount_name(v), v["mountpoint"].as_str().unwrap_or(""))
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -324,7 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{:<30} {:<50} MODE", "VOLUME", "MOUNTPOINT");
                 for m in v.as_array().into_iter().flatten() {
                     let mode = if m["read_only"] == Value::Bool(true) { "ro" } else { "rw" };
-                    println!("{:<30} {:<50} {mode}", view_name(m), m["mountpoint"].as_str().unwrap_or(""));
+                    println!("{:<30} {:<50} {mode}", mount_name(m), m["mountpoint"].as_str().unwrap_or(""));
                 }
             });
             Ok(ExitCode::SUCCESS)
@@ -447,8 +447,8 @@ fn log_tail(path: &Path) -> String {
     text.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
-/// A mount's volume, and the directory it shows when it is a subPath view: `web:a/b`.
-fn view_name(m: &Value) -> String {
+/// A mount's volume, and the directory it shows when it is a subPath mount: `web:a/b`.
+fn mount_name(m: &Value) -> String {
     let volume = if m["projected"] == Value::Bool(true) { "(projected)" } else { m["volume"].as_str().unwrap_or("") };
     match m["subpath"].as_str() {
         Some(sub) if !sub.is_empty() => format!("{volume}:{sub}"),
@@ -550,7 +550,7 @@ fn print_volume(v: &Value) {
         .flatten()
         .map(|m| {
             let mode = if m["read_only"] == Value::Bool(true) { "ro" } else { "rw" };
-            format!("{} ({mode}, {})", m["mountpoint"].as_str().unwrap_or(""), view_name(m))
+            format!("{} ({mode}, {})", m["mountpoint"].as_str().unwrap_or(""), mount_name(m))
         })
         .collect();
     println!("mounts:    {}", if mounts.is_empty() { "none".to_string() } else { mounts.join(", ") });

@@ -72,11 +72,11 @@ pub fn families(stats: &PoolStats, f: &mut Families) -> fmt::Result {
     });
     f.gauge("volfs_volume_snapshots", "Snapshots of the volume.", None, snapshots)?;
     let mounts = vols.iter().flat_map(|v| {
-        [(with(v, &[("kind", "volume")]), v.mounts as f64), (with(v, &[("kind", "view")]), v.views as f64)]
+        [(with(v, &[("kind", "volume")]), v.mounts as f64), (with(v, &[("kind", "subpath")]), v.subpath_mounts as f64)]
     });
     f.gauge(
         "volfs_volume_mounts",
-        "FUSE mounts: of the whole volume (kind=volume) and subPath views (kind=view).",
+        "FUSE mounts: of the whole volume (kind=volume) and subPath mounts (kind=subpath).",
         None,
         mounts,
     )?;

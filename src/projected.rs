@@ -194,7 +194,7 @@ impl fmt::Debug for Content {
     }
 }
 
-/// Checks a path of the payload named from outside (a subpath view) by the rules item paths
+/// Checks a path of the payload named from outside (a subPath mount) by the rules item paths
 /// follow, and returns it cleaned.
 pub fn check_subpath(path: &str) -> Result<String, String> {
     rules::check_path(path)?;

@@ -96,7 +96,7 @@ pub fn top_screen(before: &PoolStats, now: &PoolStats, elapsed: Duration, title:
             HumanBytes(v.used_bytes).to_string(),
             capacity,
             percent,
-            v.mounts + v.views
+            v.mounts + v.subpath_mounts
         );
     }
     out

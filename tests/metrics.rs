@@ -195,7 +195,7 @@ fn metrics_move_as_the_workload_says() {
     assert_eq!(sample(&after, "volfs_volume_inodes", &volume), inspect["inode_limit"].as_u64().unwrap() as f64);
     assert_eq!(find_sample(&after, "volfs_volume_inodes", &[("volume", "pt")]), None, "no limit of its own");
     assert_eq!(sample(&after, "volfs_volume_mounts", &[("volume", "cap"), ("snapshot", ""), ("kind", "volume")]), 1.0);
-    assert_eq!(sample(&after, "volfs_volume_mounts", &[("volume", "cap"), ("snapshot", ""), ("kind", "view")]), 1.0);
+    assert_eq!(sample(&after, "volfs_volume_mounts", &[("volume", "cap"), ("snapshot", ""), ("kind", "subpath")]), 1.0);
     assert_eq!(sample(&after, "volfs_volume_snapshots", &[("volume", "cap")]), 1.0);
     assert_eq!(sample(&after, "volfs_snapshot_exclusive_bytes", &[("volume", "cap"), ("snapshot", "s1")]), 0.0);
     assert_eq!(sample(&after, "volfs_daemon_recovered", &[]), 0.0);

@@ -1,6 +1,6 @@
 //! Projected trees mounted through the kernel (as root) and read with ordinary syscalls: the
 //! kubelet's visible layout, modes and owners, EROFS, updates that readers see whole, open
-//! files that keep their bytes, subpath views that follow updates, and secrets that never
+//! files that keep their bytes, subPath mounts that follow updates, and secrets that never
 //! reach the disk or a log.
 
 use std::collections::BTreeSet;
@@ -336,7 +336,7 @@ fn a_failed_or_empty_update_changes_nothing() {
 #[test]
 fn a_subpath_view_of_a_directory_follows_updates() {
     let (m, updater) = mount(1);
-    let view = Mounted::new(updater.view(), Some("conf"), false);
+    let view = Mounted::new(updater.another_mount(), Some("conf"), false);
     assert_eq!(read(&view.join("app.yaml")), "port: 1");
     assert_eq!(mode(&view.at), libc::S_IFDIR | 0o2755);
     updater.update(projection(&spec(2, "pw")));
@@ -352,7 +352,7 @@ fn a_subpath_view_of_a_directory_follows_updates() {
 #[test]
 fn a_subpath_view_of_a_file_follows_updates() {
     let (_m, updater) = mount(1);
-    let view = Mounted::new(updater.view(), Some("conf/app.yaml"), true);
+    let view = Mounted::new(updater.another_mount(), Some("conf/app.yaml"), true);
     assert_eq!(read(&view.at), "port: 1");
     let pinned = File::open(&view.at).unwrap();
     let text = spec(2, "pw").replace("'port: 2'", "'port: 2222'");
@@ -385,7 +385,7 @@ fn mapped(path: &Path, len: usize) -> Vec<u8> {
 fn subpaths_are_checked_before_mounting() {
     let (_m, updater) = mount(1);
     let dir = tempfile::tempdir().unwrap();
-    let err = |subpath: &str| updater.view().mount(dir.path(), Some(subpath)).map(drop).unwrap_err();
+    let err = |subpath: &str| updater.another_mount().mount(dir.path(), Some(subpath)).map(drop).unwrap_err();
     let e = err("../x");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("must not contain '..'"), "{e}");
@@ -519,7 +519,7 @@ fn secret_bytes_reach_neither_the_disk_nor_a_log() {
     assert_eq!(read(&m.join("secret/password")), first);
     updater.update(projection(&spec(2, &second)));
     assert_eq!(read(&m.join("secret/password")), second);
-    let view = Mounted::new(updater.view(), Some("secret/password"), true);
+    let view = Mounted::new(updater.another_mount(), Some("secret/password"), true);
     assert_eq!(read(&view.at), second);
     // What Debug shows of a projection holding them.
     let shown = format!("{:?}", projection(&spec(3, &first)));

@@ -751,6 +751,19 @@ fn a_memory_empty_dir_lives_on_a_tmpfs_with_its_size_limit_hard_and_subpaths_sha
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     // Preallocation could not be counted on a tmpfs: refused, so it cannot pass sizeLimit.
     std::fs::remove_file(whole.join("big")).unwrap();
+    // The kernel sends the release of the closed file after close returns; its space comes
+    // back with it.
+    let freed = (0..1000).any(|_| {
+        let c = common::cpath(&whole);
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C path and an out-pointer to a zeroed statvfs.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize >= 1 << 20 || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            false
+        }
+    });
+    assert!(freed, "the space of a removed file comes back once the kernel releases it");
     let file = std::fs::File::create(whole.join("prealloc")).unwrap();
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on an open descriptor.

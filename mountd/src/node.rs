@@ -1,5 +1,5 @@
 //! The CSI Node service: stage (a record: a FUSE volume needs no global mount), publish (a FUSE
-//! mount of the volume, or of a subPath view, at the target), access modes enforced between the
+//! mount of the volume, or of a subPath of it, at the target), access modes enforced between the
 //! publications of a volume, inline ephemeral volumes, stats and expansion.
 
 use std::collections::HashMap;
@@ -490,7 +490,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a directory"));
-        // With a subPath, a regular file takes a view of one file; the data plane checks the
+        // With a subPath, a regular file takes a mount of one file; the data plane checks the
         // kinds match.
         assert!(target("target_path", file.to_str().unwrap(), true).is_ok());
     }

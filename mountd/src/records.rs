@@ -117,7 +117,7 @@ pub struct PublicationRecord {
     pub target: PathBuf,
     pub readonly: bool,
     pub mode: i32,
-    /// A subPath view of this directory of the volume (static PVs' `subPath` attribute).
+    /// A subPath mount of this directory of the volume (static PVs' `subPath` attribute).
     pub subpath: Option<String>,
     pub state: State,
 }

@@ -4,7 +4,7 @@
 //!
 //! What the kernel may cache follows from what can change: nodes of a generation never change,
 //! so their names and attributes are cached long; `..data`, a retired directory, and the names
-//! under the root of a subpath view are looked up again every time, so a reader sees an
+//! under the root of a subPath mount are looked up again every time, so a reader sees an
 //! update as soon as it is swapped in. Symlink targets are never cached (FUSE_CACHE_SYMLINKS is
 //! not requested). After an update the kernel is told to drop what changed in the root.
 
@@ -34,9 +34,9 @@ const BLOCK: u64 = 4096;
 
 /// What a mount shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum View {
-    /// The whole volume with the kubelet's layout.
-    Volume,
+enum Shows {
+    /// The whole tree with the kubelet's layout.
+    Tree,
     /// A directory of the payload, found through `..data` on every request to the mount's root.
     Dir(String),
     /// A file of the payload, likewise.
@@ -46,7 +46,7 @@ enum View {
 /// A mount of the tree, for telling its kernel what an update changed.
 struct Mounted {
     id: u64,
-    view: View,
+    shows: Shows,
     notifier: Notifier,
 }
 
@@ -71,7 +71,7 @@ enum Handle {
 pub struct ProjectedFs {
     shared: Arc<Shared>,
     id: u64,
-    view: View,
+    shows: Shows,
     known: DashMap<u64, Known>,
     handles: DashMap<u64, Handle>,
     next_fh: AtomicU64,
@@ -115,7 +115,7 @@ fn file_attr(a: &Attr, ino: INodeNo) -> FileAttr {
     }
 }
 
-/// The attributes of a subpath view's root while the current generation lacks its subpath:
+/// The attributes of a subPath mount's root while the current generation lacks its subpath:
 /// an empty directory, or a file that cannot be opened.
 fn absent_root(kind: Kind) -> Attr {
     let (perm, nlink, size) = if kind == Kind::Dir { (0o755, 2, BLOCK) } else { (0, 1, 0) };
@@ -139,7 +139,7 @@ impl ProjectedFs {
         ProjectedFs {
             shared,
             id,
-            view: View::Volume,
+            shows: Shows::Tree,
             known: DashMap::new(),
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
@@ -151,14 +151,14 @@ impl ProjectedFs {
     /// instead, following `..data` on every request, so it sees updates; a file needs a
     /// regular file as mountpoint, a directory a directory.
     pub fn mount(mut self, mountpoint: &Path, subpath: Option<&str>) -> io::Result<fuser::BackgroundSession> {
-        self.view = match subpath {
-            None => View::Volume,
+        self.shows = match subpath {
+            None => Shows::Tree,
             Some(text) => {
                 let path = crate::projected::check_subpath(text)
                     .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, format!("subpath {text:?}: {m}")))?;
                 match self.shared.tree.payload().resolve(&path).map(|n| n.kind()) {
-                    Some(Kind::Dir) => View::Dir(path),
-                    Some(Kind::File) => View::File(path),
+                    Some(Kind::Dir) => Shows::Dir(path),
+                    Some(Kind::File) => Shows::File(path),
                     _ => {
                         return Err(io::Error::new(
                             io::ErrorKind::NotFound,
@@ -169,17 +169,17 @@ impl ProjectedFs {
             }
         };
         let meta = std::fs::metadata(mountpoint)?;
-        match &self.view {
-            View::File(p) if !meta.is_file() => {
+        match &self.shows {
+            Shows::File(p) if !meta.is_file() => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "{p:?} is a file: its view needs a regular file as mountpoint, not {}",
+                        "{p:?} is a file: mounting it needs a regular file as mountpoint, not {}",
                         mountpoint.display()
                     ),
                 ))
             }
-            View::Volume | View::Dir(_) if !meta.is_dir() => {
+            Shows::Tree | Shows::Dir(_) if !meta.is_dir() => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("a projected directory needs a directory as mountpoint, not {}", mountpoint.display()),
@@ -200,29 +200,29 @@ impl ProjectedFs {
         config.acl = fuser::SessionACL::All;
         config.n_threads = Some(4);
         config.clone_fd = true;
-        let (shared, id, view) = (self.shared.clone(), self.id, self.view.clone());
+        let (shared, id, shows) = (self.shared.clone(), self.id, self.shows.clone());
         let session = fuser::spawn_mount(self, mountpoint, &config)?;
         shared.mounts.lock().unwrap_or_else(|p| p.into_inner()).push(Mounted {
             id,
-            view,
+            shows,
             notifier: session.notifier(),
         });
         Ok(session)
     }
 
-    /// The current node at this view's subpath, if the view has one and it is still there
+    /// The current node at this mount's subpath, if it has one and it is still there
     /// with the same kind.
-    fn view_root(&self) -> Option<Arc<Node>> {
-        let (path, kind) = match &self.view {
-            View::Volume => return None,
-            View::Dir(p) => (p, Kind::Dir),
-            View::File(p) => (p, Kind::File),
+    fn subpath_node(&self) -> Option<Arc<Node>> {
+        let (path, kind) = match &self.shows {
+            Shows::Tree => return None,
+            Shows::Dir(p) => (p, Kind::Dir),
+            Shows::File(p) => (p, Kind::File),
         };
         self.shared.tree.payload().resolve(path).filter(|n| n.kind() == kind)
     }
 
-    fn view_kind(&self) -> Kind {
-        if matches!(self.view, View::File(_)) {
+    fn root_kind(&self) -> Kind {
+        if matches!(self.shows, Shows::File(_)) {
             Kind::File
         } else {
             Kind::Dir
@@ -250,13 +250,13 @@ impl ProjectedFs {
     /// A directory's entries as `readdir` returns them.
     fn listing(&self, ino: INodeNo) -> Result<Vec<(INodeNo, FileType, String)>, Error> {
         let children: Vec<(String, Arc<Node>)> = if ino == INodeNo::ROOT {
-            match self.view {
-                View::Volume => self.shared.tree.list_root(),
-                View::Dir(_) => self
-                    .view_root()
+            match self.shows {
+                Shows::Tree => self.shared.tree.list_root(),
+                Shows::Dir(_) => self
+                    .subpath_node()
                     .and_then(|n| n.children().map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect()))
                     .unwrap_or_default(),
-                View::File(_) => return Err(Error::NotDir("the root of a file view".into())),
+                Shows::File(_) => return Err(Error::NotDir("the root of a mount of one file".into())),
             }
         } else {
             let node = self.node(ino)?;
@@ -290,8 +290,8 @@ impl ProjectedUpdater {
         self.shared.tree.generation()
     }
 
-    /// Another filesystem over the same tree, to mount elsewhere (a subpath view, say).
-    pub fn view(&self) -> ProjectedFs {
+    /// Another filesystem over the same tree, to mount elsewhere (a subPath mount, say).
+    pub fn another_mount(&self) -> ProjectedFs {
         ProjectedFs::over(self.shared.clone())
     }
 }
@@ -304,8 +304,8 @@ fn invalidate(m: &Mounted, update: &Update) {
             tracing::debug!(mount = m.id, name, error = %e, "invalidation not delivered");
         }
     };
-    match &m.view {
-        View::Volume => {
+    match &m.shows {
+        Shows::Tree => {
             entry(&update.old_generation);
             entry(DATA_LINK);
             let names = update.added.iter().chain(update.removed.iter().map(|(n, _)| n));
@@ -313,7 +313,7 @@ fn invalidate(m: &Mounted, update: &Update) {
                 entry(name);
             }
         }
-        View::Dir(path) => {
+        Shows::Dir(path) => {
             let mut names: Vec<String> = [&update.old_dir, &update.new_dir]
                 .iter()
                 .filter_map(|d| d.resolve(path))
@@ -325,10 +325,10 @@ fn invalidate(m: &Mounted, update: &Update) {
                 entry(name);
             }
         }
-        View::File(_) => {}
+        Shows::File(_) => {}
     }
-    // Attributes; for a file view its cached pages too.
-    let offset = if matches!(m.view, View::File(_)) { 0 } else { -1 };
+    // Attributes; for a mount of one file its cached pages too.
+    let offset = if matches!(m.shows, Shows::File(_)) { 0 } else { -1 };
     if let Err(e) = m.notifier.inval_inode(root, offset, 0) {
         tracing::debug!(mount = m.id, error = %e, "invalidation not delivered");
     }
@@ -336,7 +336,7 @@ fn invalidate(m: &Mounted, update: &Update) {
 
 impl fuser::Filesystem for ProjectedFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // DIRECT_IO_ALLOW_MMAP: a file view's root is opened with direct I/O and may be mmapped.
+        // DIRECT_IO_ALLOW_MMAP: a file mount's root is opened with direct I/O and may be mmapped.
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
         let _ = config.add_capabilities(wanted & config.capabilities());
         Ok(())
@@ -350,12 +350,14 @@ impl fuser::Filesystem for ProjectedFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str() else { return fail!(reply, "lookup", Error::NotFound(format!("{name:?}"))) };
         if parent == INodeNo::ROOT {
-            let found = match self.view {
-                View::Volume => {
+            let found = match self.shows {
+                Shows::Tree => {
                     self.shared.tree.lookup_root(name).map(|f| (f.node, if f.stable { TTL } else { Duration::ZERO }))
                 }
-                View::Dir(_) => self.view_root().and_then(|r| r.child(name).cloned()).map(|n| (n, Duration::ZERO)),
-                View::File(_) => return fail!(reply, "lookup", Error::NotDir("the root of a file view".into())),
+                Shows::Dir(_) => self.subpath_node().and_then(|r| r.child(name).cloned()).map(|n| (n, Duration::ZERO)),
+                Shows::File(_) => {
+                    return fail!(reply, "lookup", Error::NotDir("the root of a mount of one file".into()))
+                }
             };
             // Names in the root come and go with updates: no negative entry.
             return match found {
@@ -393,9 +395,9 @@ impl fuser::Filesystem for ProjectedFs {
             _ => None,
         });
         if ino == INodeNo::ROOT {
-            let attr = match self.view {
-                View::Volume => return reply.attr(&ROOT_ATTR_TTL, &file_attr(&self.shared.tree.root_attr(), ino)),
-                _ => open.or_else(|| self.view_root()).map_or_else(|| absent_root(self.view_kind()), |n| n.attr()),
+            let attr = match self.shows {
+                Shows::Tree => return reply.attr(&ROOT_ATTR_TTL, &file_attr(&self.shared.tree.root_attr(), ino)),
+                _ => open.or_else(|| self.subpath_node()).map_or_else(|| absent_root(self.root_kind()), |n| n.attr()),
             };
             return reply.attr(&Duration::ZERO, &file_attr(&attr, ino));
         }
@@ -420,11 +422,11 @@ impl fuser::Filesystem for ProjectedFs {
             return fail!(reply, "open", read_only("open for writing"));
         }
         let (node, open_flags) = if ino == INodeNo::ROOT {
-            match self.view {
-                View::File(_) => match self.view_root() {
+            match self.shows {
+                Shows::File(_) => match self.subpath_node() {
                     // The root inode shows each generation's file in turn: no shared page cache.
                     Some(node) => (node, FopenFlags::FOPEN_DIRECT_IO),
-                    None => return fail!(reply, "open", Error::NotFound("the file of this view".into())),
+                    None => return fail!(reply, "open", Error::NotFound("the file this mount shows".into())),
                 },
                 _ => return fail!(reply, "open", Error::IsDir("the root".into())),
             }

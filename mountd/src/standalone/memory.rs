@@ -1,7 +1,7 @@
 //! emptyDir `medium: Memory`: volumes of a second pool kept on a tmpfs that mountd mounts in
 //! its state dir (`STATE_DIR/memory`, 0700, `noswap` where the kernel has it), served by a data
-//! plane of its own. Its volumes are views, capacities (`sizeLimit` is a hard limit) and
-//! subPaths like any other, and their bytes are in memory only: gone with the node's memory.
+//! plane of its own. Its volumes, capacities (`sizeLimit` is a hard limit) and subPaths
+//! work as any other's, and their bytes are in memory only: gone with the node's memory.
 
 use std::path::{Path, PathBuf};
 

@@ -380,7 +380,7 @@ fn claim_source(claim: &str, pv: &PersistentVolume, subpath: Option<String>) -> 
             "persistentvolume {pv_name:?} is not a volfs volume (csi driver {DRIVER}); volfs mounts only its own"
         ));
     };
-    // A static PV may itself be a subPath view; the mount's subPath is inside it.
+    // A static PV may itself be a subPath mount; the mount's subPath is inside it.
     let base = csi.volume_attributes.as_ref().and_then(|a| a.get("subPath")).cloned();
     let subpath = match (base, subpath) {
         (Some(b), Some(s)) => Some(format!("{}/{s}", b.trim_end_matches('/'))),
@@ -759,7 +759,7 @@ async fn mount_one(
             match client.call(&request).await {
                 Ok(_) => {}
                 // A subPath naming one file is mounted on a file, as the kubelet binds it.
-                Err(e) if e.message.contains("is a file: its view needs a regular file") => {
+                Err(e) if e.message.contains("is a file: mounting it needs a regular file") => {
                     file_target(&target)?;
                     client.call(&request).await.map_err(|e| e.to_string())?;
                 }
@@ -818,7 +818,7 @@ fn failed_mount(pod: &Object, volume: &str, why: &str, now: i64) -> Write {
     )
 }
 
-/// What the data plane says when a view of one file is asked for on a directory.
+/// What the data plane says when a mount of one file is asked for on a directory.
 const NEEDS_FILE: &str = "is not a regular file";
 
 /// NodePublish; a subPath naming one file is published on a regular file instead of the

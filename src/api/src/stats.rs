@@ -46,9 +46,9 @@ pub struct VolumeStats {
     /// For a snapshot: bytes no volume or other snapshot shares (what deleting it frees).
     #[serde(default)]
     pub exclusive_bytes: Option<u64>,
-    /// Mounts of the whole volume and subPath views of it.
+    /// Mounts of the whole volume, and subPath mounts of it.
     pub mounts: u64,
-    pub views: u64,
+    pub subpath_mounts: u64,
     /// File data read and written by the daemon (passthrough I/O goes to the kernel directly
     /// and is not seen here).
     pub read_bytes: u64,

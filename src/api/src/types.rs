@@ -57,7 +57,7 @@ pub enum Request {
         mountpoint: PathBuf,
         read_only: bool,
         passthrough: bool,
-        /// Show only this directory of the volume (a subPath view).
+        /// Show only this directory of the volume (a subPath mount).
         #[serde(default)]
         subpath: Option<String>,
         /// Make the subpath's missing directories.
@@ -188,7 +188,7 @@ pub struct MountInfo {
     /// The volume (or `VOLUME@SNAP`); empty for a projected tree.
     pub volume: String,
     pub projected: bool,
-    /// The directory shown, for a subPath view; empty for the whole volume or tree.
+    /// The directory shown, for a subPath mount; empty for the whole volume or tree.
     pub subpath: String,
     pub mountpoint: PathBuf,
     pub read_only: bool,
