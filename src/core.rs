@@ -394,26 +394,7 @@ impl Core {
             }
             None => perm &= !caller.umask,
         }
-        let mut inode = Inode {
-            volume: dir.volume,
-            kind,
-            perm,
-            uid: caller.uid,
-            gid,
-            nlink: if kind == Kind::Dir { 2 } else { 1 },
-            rdev: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            parent: if kind == Kind::Dir { parent } else { Ino(0) },
-            data: None,
-            data_layer: 0,
-            under: Under::default(),
-            target: Vec::new(),
-            next_cookie: 3,
-            entries: 0,
-        };
+        let mut inode = Inode::new(dir.volume, kind, perm, (caller.uid, gid), parent, now);
         let mut file = None;
         match spec {
             NodeSpec::File => {

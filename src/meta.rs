@@ -259,6 +259,33 @@ fn decode_volume(bytes: &[u8]) -> Result<Volume> {
 }
 
 impl Inode {
+    /// A new inode of `volume` made `now`, owned by `uid`:`gid`, empty: a directory (in
+    /// `parent`; a root names itself) with no entries, or a file, symlink or device whose
+    /// content the caller fills in.
+    pub fn new(volume: VolumeId, kind: Kind, perm: u32, (uid, gid): (u32, u32), parent: Ino, now: Timestamp) -> Inode {
+        let dir = kind == Kind::Dir;
+        Inode {
+            volume,
+            kind,
+            perm,
+            uid,
+            gid,
+            nlink: if dir { 2 } else { 1 },
+            rdev: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            parent: if dir { parent } else { Ino(0) },
+            data: None,
+            data_layer: 0,
+            under: Under::default(),
+            target: Vec::new(),
+            next_cookie: 3,
+            entries: 0,
+        }
+    }
+
     /// Every data file the inode's content comes from: its own, then the shared ones under it.
     pub fn data_files(&self) -> impl Iterator<Item = DataId> + '_ {
         self.data.into_iter().chain(self.under.lower.iter().map(|(id, _)| *id))

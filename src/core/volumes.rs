@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use super::Core;
 use crate::error::{Error, Result};
-use crate::meta::{DataId, Ino, Inode, Kind, Timestamp, Txn, Under, Usage, Volume, VolumeId};
+use crate::meta::{DataId, Ino, Inode, Kind, Timestamp, Txn, Usage, Volume, VolumeId};
 use crate::names::VolumeName;
 use volfs_api::VolumeInfo;
 
@@ -59,26 +59,7 @@ impl Core {
         let layer = self.meta.alloc_id(&mut txn);
         let root = Ino::new(view, self.meta.alloc_id(&mut txn));
         let now = Timestamp::now();
-        let inode = Inode {
-            volume: id,
-            kind: Kind::Dir,
-            perm: 0o777,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            rdev: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            parent: root,
-            data: None,
-            data_layer: 0,
-            under: Under::default(),
-            target: Vec::new(),
-            next_cookie: 3,
-            entries: 0,
-        };
+        let inode = Inode::new(id, Kind::Dir, 0o777, (0, 0), root, now);
         let volume = Volume {
             id,
             name: name.to_string(),
