@@ -1,17 +1,29 @@
 #!/usr/bin/env python3
-"""Helpers for scripts/bench.sh.
+"""Helpers for scripts/bench.sh and scripts/appbench.sh.
 
     benchtool.py meta DIR FILES OUT_DIR RUN  create, stat and unlink FILES 4 KiB files in DIR;
                                              with BENCH_VOLFS ("volfs --pool POOL") and
                                              BENCH_VOLUME set, also the FUSE requests the
                                              daemon served per file in each phase
     benchtool.py fio TEST FIO.json OUT.json  pull the number that matters out of fio's JSON
-    benchtool.py report RESULTS_DIR [--json FILE] [--meta k=v ...] [--sides A,B]
-                                             table of native vs volfs medians, optional JSON
-                                             file with the medians and every run
+    benchtool.py timed TEST OUT_DIR RUN [--rate N UNIT] -- CMD...
+                                             run CMD (its output to OUT_DIR/TEST.log) and
+                                             save its wall time in seconds, or N / seconds
+                                             in UNIT; with BENCH_VOLFS and BENCH_VOLUME set,
+                                             also the FUSE requests the daemon served for it
+    benchtool.py cproject DIR FILES          a C project to build with make: FILES sources,
+                                             a shared header, a Makefile with -MMD
+    benchtool.py sql FILE ROWS PER_TX        ROWS INSERT statements, PER_TX to a transaction
+                                             (1: autocommit, each its own transaction)
+    benchtool.py report RESULTS_DIR [--json FILE] [--meta k=v ...] [--sides A,B[,C...]]
+                                             table of the medians of each side and their
+                                             ratios to the first side, optional JSON file
+                                             with the medians and every run
 
 Results are files RESULTS_DIR/<target>/<test>.<run>.json, each {"value": float, "unit": str}
-(value null and unit "error: ..." for a failed run); <run> counts from 1.
+(value null and unit "error: ..." for a failed run); <run> counts from 1. A ratio is
+side / first side, except for times (unit "s"): first side / side, so that below 1 is slower
+than the first side for every row.
 """
 
 import json
@@ -36,6 +48,21 @@ TESTS = [
     ("meta-unlink", "unlink files"),
     ("meta-unlink-requests", "  FUSE requests per unlink"),
 ]
+# scripts/appbench.sh; each test's FUSE requests (TEST-requests) follow it.
+APP_TESTS = [
+    ("tree-untar", "tar -x source tree"),
+    ("tree-status-first", "git status, first (reads all)"),
+    ("tree-status-cold", "git status, cold"),
+    ("tree-status-warm", "git status, warm"),
+    ("tree-checkout", "git checkout other commit"),
+    ("tree-cp", "cp -a tree"),
+    ("tree-rm", "rm -rf tree copy"),
+    ("sqlite-tx1", "sqlite3 insert, 1 row/tx"),
+    ("sqlite-tx1000", "sqlite3 insert, 1000 rows/tx"),
+    ("build-make", "make -j2, C project"),
+]
+for _test, _label in APP_TESTS:
+    TESTS += [(_test, _label), (_test + "-requests", "  FUSE requests")]
 # The two sides a report compares, the baseline first (report --sides changes them).
 SIDES = ("native", "volfs")
 
@@ -125,6 +152,113 @@ def fio(test, fio_json, out):
     print("%10.1f %s" % (value, unit))
 
 
+def timed(test, out_dir, run, args):
+    rate = None
+    while args and args[0] != "--":
+        a = args.pop(0)
+        if a == "--rate":
+            rate = (float(args.pop(0)), args.pop(0))
+        else:
+            raise SystemExit("timed: unknown option %r" % a)
+    cmd = args[1:]
+    if not cmd:
+        raise SystemExit("timed: no command after --")
+    out = os.path.join(out_dir, "%s.%s.json" % (test, run))
+    log = os.path.join(out_dir, "%s.log" % test)
+    before = served_requests()
+    with open(log, "ab") as f:
+        start = time.perf_counter()
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f).returncode
+        secs = time.perf_counter() - start
+    after = served_requests()
+    if rc != 0:
+        save(out, None, "error: %s exited %d" % (cmd[0], rc))
+        with open(log, errors="replace") as f:
+            tail = f.read()[-2000:]
+        raise SystemExit("%s: %s exited %d; its output:\n%s" % (test, " ".join(cmd), rc, tail))
+    if rate:
+        value, unit = rate[0] / secs, rate[1]
+        print("%10.0f %-7s" % (value, unit), end="")
+    else:
+        value, unit = secs, "s"
+        print("%10.2f %-7s" % (value, unit), end="")
+    save(out, value, unit)
+    if before is not None:
+        moved = {op: n - before.get(op, 0) for op, n in after.items() if n > before.get(op, 0)}
+        total = sum(moved.values())
+        with open(os.path.join(out_dir, "%s-requests.%s.json" % (test, run)), "w") as f:
+            json.dump({"value": total, "unit": "requests", "ops": moved}, f)
+        top = sorted(moved.items(), key=lambda kv: -kv[1])
+        print("  %8d requests: %s" % (total, ", ".join("%s %d" % kv for kv in top[:6])), end="")
+    print()
+
+
+def cproject(directory, files):
+    """A C project: FILES sources of a few functions each under src/, one header they all
+    include, a main that calls them, and a Makefile that builds obj/*.o (with -MMD
+    dependency files) and links them. The same text every time."""
+    files = int(files)
+    os.makedirs(os.path.join(directory, "src"))
+    os.makedirs(os.path.join(directory, "include"))
+    with open(os.path.join(directory, "include", "common.h"), "w") as f:
+        f.write("#ifndef COMMON_H\n#define COMMON_H\n#include <stdint.h>\n#include <stddef.h>\n"
+                "#include <string.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+                "struct item { uint64_t key; uint32_t len; char name[48]; };\n")
+        for i in range(files):
+            f.write("uint64_t unit%d(const struct item *items, size_t n);\n" % i)
+        f.write("#endif\n")
+    for i in range(files):
+        with open(os.path.join(directory, "src", "unit%d.c" % i), "w") as f:
+            f.write('#include "common.h"\n\n')
+            for j in range(4):
+                f.write(
+                    "static uint64_t mix%d(uint64_t x)\n{\n"
+                    "\tx ^= x >> %d;\n\tx *= 0x%xULL;\n\tx ^= x >> %d;\n\treturn x;\n}\n\n"
+                    % (j, 13 + j, 0x9E3779B97F4A7C15 ^ (i * 8 + j), 29 - j))
+                f.write(
+                    "static size_t pass%d(const struct item *items, size_t n, char *buf, size_t cap)\n{\n"
+                    "\tsize_t used = 0;\n"
+                    "\tfor (size_t k = 0; k < n; k++) {\n"
+                    "\t\tswitch ((mix%d(items[k].key) + k) %% 5) {\n"
+                    "\t\tcase 0: used += (size_t)snprintf(buf + used %% cap, cap - used %% cap, \"%%s-%d\", items[k].name); break;\n"
+                    "\t\tcase 1: used += items[k].len * %d; break;\n"
+                    "\t\tcase 2: used ^= (size_t)mix%d(used + %d); break;\n"
+                    "\t\tcase 3: used += strlen(items[k].name) + %d; break;\n"
+                    "\t\tdefault: used = used * 31 + %d; break;\n"
+                    "\t\t}\n\t}\n\treturn used;\n}\n\n" % (j, j, j, j + 1, j, i, j, i + j))
+            f.write("uint64_t unit%d(const struct item *items, size_t n)\n{\n"
+                    "\tchar buf[256];\n\tuint64_t sum = 0;\n" % i)
+            for j in range(4):
+                f.write("\tsum += pass%d(items, n, buf, sizeof buf);\n" % j)
+            f.write("\treturn sum;\n}\n")
+    with open(os.path.join(directory, "src", "main.c"), "w") as f:
+        f.write('#include "common.h"\n\nint main(void)\n{\n'
+                '\tstruct item items[4] = {{1, 2, "a"}, {3, 4, "b"}, {5, 6, "c"}, {7, 8, "d"}};\n'
+                '\tuint64_t sum = 0;\n')
+        for i in range(files):
+            f.write("\tsum += unit%d(items, 4);\n" % i)
+        f.write('\tprintf("%llu\\n", (unsigned long long)sum);\n\treturn 0;\n}\n')
+    with open(os.path.join(directory, "Makefile"), "w") as f:
+        f.write("CC ?= cc\nCFLAGS ?= -O2 -Wall\n"
+                "SRCS := $(wildcard src/*.c)\nOBJS := $(SRCS:src/%.c=obj/%.o)\n\n"
+                "prog: $(OBJS)\n\t$(CC) -o $@ $^\n\n"
+                "obj/%.o: src/%.c | obj\n\t$(CC) $(CFLAGS) -MMD -MP -Iinclude -c -o $@ $<\n\n"
+                "obj:\n\tmkdir -p $@\n\n-include $(OBJS:.o=.d)\n")
+
+
+def sql(path, rows, per_tx):
+    """ROWS inserts into t (see appbench.sh), PER_TX rows to a transaction."""
+    rows, per_tx = int(rows), int(per_tx)
+    with open(path, "w") as f:
+        for i in range(rows):
+            if per_tx > 1 and i % per_tx == 0:
+                f.write("BEGIN;\n")
+            f.write("INSERT INTO t(k, v) VALUES (%d, '%s');\n"
+                    % ((i * 2654435761) % 1000003, ("%016x" % ((i * 0x9E3779B97F4A7C15) & (2**64 - 1))) * 4))
+            if per_tx > 1 and (i % per_tx == per_tx - 1 or i == rows - 1):
+                f.write("COMMIT;\n")
+
+
 def load_runs(results_dir, target, test):
     """{run number: (value or None, unit)} of one test on one target."""
     runs = {}
@@ -184,10 +318,20 @@ def report(results_dir, args):
             counts.add(len(ok))
         if not runs:
             continue
-        base, other = medians.get(SIDES[0]), medians.get(SIDES[1])
-        ratio = other / base if base and other is not None else None
-        row = {"test": test, "label": label, "unit": unit,
-               SIDES[0]: base, SIDES[1]: other, "ratio": ratio, "runs": runs}
+        base = medians.get(SIDES[0])
+        ratios = {}
+        for t in SIDES[1:]:
+            other = medians.get(t)
+            if not base or not other:
+                ratios[t] = None
+            else:
+                # Times: the first side's over this one's, so that below 1 is slower here too.
+                ratios[t] = base / other if unit == "s" else other / base
+        row = {"test": test, "label": label, "unit": unit}
+        row.update((t, medians.get(t)) for t in SIDES)
+        row.update(ratio=ratios[SIDES[1]], runs=runs)
+        if len(SIDES) > 2:
+            row["ratios"] = ratios
         for t in runs:
             ok = [v for v in runs[t] if v is not None]
             if ok:
@@ -201,19 +345,37 @@ def report(results_dir, args):
         v = row[target]
         if v is None:
             return "error" if target in row.get("errors", {}) else "-"
+        if row["unit"] == "s" and v < 10:
+            return "%.2f" % v
         return "%.0f" % v if v >= 100 else "%.1f" % v
 
-    print("%-30s %-8s %12s %12s %7s" % ("test", "unit", SIDES[0], SIDES[1], "ratio"))
-    print("-" * 73)
+    def ratio(row, target):
+        r = row["ratio"] if len(SIDES) == 2 else row["ratios"][target]
+        return "-" if r is None else "%.2fx" % r
+
+    others = SIDES[1:]
+    if len(SIDES) == 2:
+        heads = ["ratio"]
+        fmt = "%-30s %-8s %12s %12s %7s"
+    else:
+        heads = ["%s/%s" % (t, SIDES[0]) for t in others]
+        fmt = "%-30s %-8s" + " %10s" * len(SIDES) + "".join(" %%%ds" % max(7, len(h)) for h in heads)
+    header = fmt % (("test", "unit") + tuple(SIDES) + tuple(heads))
+    print(header)
+    print("-" * max(73, len(header)))
     for r in rows:
-        ratio = "-" if r["ratio"] is None else "%.2fx" % r["ratio"]
-        print("%-30s %-8s %12s %12s %7s" % (r["label"], r["unit"], num(r, SIDES[0]), num(r, SIDES[1]), ratio))
+        print(fmt % ((r["label"], r["unit"]) + tuple(num(r, t) for t in SIDES) + tuple(ratio(r, t) for t in others)))
     if rows:
         if len(counts) == 1:
             n = "%d run%s" % (max(counts), "" if max(counts) == 1 else "s")
         else:
             n = "%d-%d runs (failed runs left out)" % (min(counts), max(counts))
-        print("median of %s per side, %s and %s alternating; ratio = %s / %s" % (n, SIDES[0], SIDES[1], SIDES[1], SIDES[0]))
+        names = "%s and %s" % (", ".join(SIDES[:-1]), SIDES[-1])
+        print("median of %s per side, %s alternating; ratio = %s / %s" % (
+            n, names, "side" if len(SIDES) > 2 else SIDES[1], SIDES[0]), end="")
+        if any(r["unit"] == "s" for r in rows):
+            print(", for times (s) %s / %s" % (SIDES[0], "side" if len(SIDES) > 2 else SIDES[1]), end="")
+        print()
     for r in rows:
         for t, errs in sorted(r.get("errors", {}).items()):
             for e in errs:
@@ -238,6 +400,12 @@ def main():
         meta(*args)
     elif cmd == "fio" and len(args) == 3:
         fio(*args)
+    elif cmd == "timed" and len(args) >= 5:
+        timed(args[0], args[1], args[2], args[3:])
+    elif cmd == "cproject" and len(args) == 2:
+        cproject(*args)
+    elif cmd == "sql" and len(args) == 3:
+        sql(*args)
     elif cmd == "report":
         report(args[0], args[1:])
     else:

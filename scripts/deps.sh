@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what volfs's tests and benchmarks need; safe to run again (it skips what is there).
-#   Debian packages: fuse3 acl fio stress-ng sqlite3 libacl1-dev libfuse3-dev gcc pkg-config git tar python3,
+#   Debian packages: fuse3 acl fio stress-ng sqlite3 libacl1-dev libfuse3-dev gcc make pkg-config git tar
+#                    xz-utils python3,
 #                    docker.io and busybox-static (the Docker plugin tests run a private dockerd),
 #                    tmux and python3-prometheus-client (volfs top and the metrics endpoint tests)
 #   cargo install:   pjdfstest, fsx (pinned versions, built from crates.io)
@@ -13,8 +14,8 @@ if [[ -n ${HOME:-} && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
 fi
 export PATH
 
-PACKAGES=(fuse3 acl fio stress-ng sqlite3 libacl1-dev libfuse3-dev gcc pkg-config git tar python3 docker.io busybox-static
-	tmux python3-prometheus-client)
+PACKAGES=(fuse3 acl fio stress-ng sqlite3 libacl1-dev libfuse3-dev gcc make pkg-config git tar xz-utils python3 docker.io
+	busybox-static tmux python3-prometheus-client)
 PJDFSTEST_VERSION=0.2.2
 FSX_VERSION=0.3.2
 

@@ -446,7 +446,15 @@ impl KvStore for FjallStore {
     fn scan(&self, table: Table, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
         let start = if from > prefix { from } else { prefix };
-        for item in self.table(table).range(start..) {
+        // Bounded by the end of the prefix: an open range walks every tombstone between the
+        // prefix and the next live key (the xattrs and entries of deleted inodes), so a scan
+        // that finds nothing would cost as much as the deletes after it.
+        let items = match prefix_end(prefix) {
+            Some(end) if start >= end.as_slice() => return Ok(out),
+            Some(end) => self.table(table).range(start.to_vec()..end),
+            None => self.table(table).range(start..),
+        };
+        for item in items {
             let (k, v) = item.into_inner()?;
             if !k.starts_with(prefix) || out.len() >= limit {
                 break;
@@ -472,6 +480,19 @@ impl KvStore for FjallStore {
         self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
     }
+}
+
+/// The least key greater than every key that starts with `prefix`; None when there is none
+/// (an empty prefix, or one of 0xff bytes only).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// An inode record as stored in a layer.
@@ -1003,6 +1024,32 @@ impl Meta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fjall_scans_stay_within_their_prefix_past_deleted_keys() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path()).unwrap();
+        let put = |k: &[u8]| Op::Put(Table::Xattrs, k.to_vec(), k.to_vec());
+        let keys: [&[u8]; 6] = [&[1], &[1, 0], &[1, 0xff], &[2], &[0xff], &[0xff, 0xff]];
+        store.commit(keys.into_iter().map(put).collect()).unwrap();
+        // Deleted keys between two prefixes, as deleted inodes leave them.
+        store.commit((0..100u8).map(|i| put(&[1, 0xff, i])).collect()).unwrap();
+        store.commit((0..100u8).map(|i| Op::Delete(Table::Xattrs, vec![1, 0xff, i])).collect()).unwrap();
+        let scan = |prefix: &[u8], from: &[u8]| -> Vec<Vec<u8>> {
+            store.scan(Table::Xattrs, prefix, from, 100).unwrap().into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(scan(&[1], &[]), [vec![1], vec![1, 0], vec![1, 0xff]]);
+        assert_eq!(scan(&[1], &[1, 0, 0]), [vec![1, 0xff]]);
+        assert_eq!(scan(&[1, 0xff], &[]), [vec![1, 0xff]]);
+        assert_eq!(scan(&[0xff], &[]), [vec![0xff], vec![0xff, 0xff]]);
+        assert_eq!(scan(&[1], &[3]), Vec::<Vec<u8>>::new());
+        assert_eq!(scan(&[], &[2]).len(), 3);
+        assert!(store.scan(Table::Inodes, &[1], &[], 100).unwrap().is_empty());
+    }
 
     #[test]
     fn timestamps_read_as_utc_calendar_dates() {
