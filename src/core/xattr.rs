@@ -44,7 +44,10 @@ impl Core {
                 self.check_xattr_room(ino, name, value.len())?;
                 txn.put_xattr(ino, name, &value);
             }
-            None => txn.delete_xattr(ino, name),
+            // An ACL the mode says all of: nothing stored, and no delete recorded where
+            // nothing was (`cp -a` sets one on every file it copies).
+            None if self.meta.xattr(ino, name)?.is_some() => txn.delete_xattr(ino, name),
+            None => {}
         }
         inode.ctime = Timestamp::now();
         txn.put_inode(ino, &inode);
