@@ -110,6 +110,8 @@ pub struct VolumeFs {
     root: Ino,
     options: MountOptions,
     passthrough: AtomicBool,
+    /// The kernel opens directories without asking (NO_OPENDIR_SUPPORT).
+    no_opendir: bool,
     /// Open files. Callers clone a handle out, so that no map guard is held across a call into
     /// the core (which may do I/O).
     handles: DashMap<u64, Arc<Handle>>,
@@ -199,6 +201,7 @@ impl VolumeFs {
             root,
             options,
             passthrough,
+            no_opendir: false,
             handles: DashMap::new(),
             next_fh: AtomicU64::new(1),
             backings: DashMap::new(),
@@ -381,8 +384,10 @@ impl fuser::Filesystem for VolumeFs {
             | InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DONT_MASK;
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_NO_OPENDIR_SUPPORT;
         let _ = config.add_capabilities(wanted & config.capabilities());
+        self.no_opendir = config.capabilities().contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         if self.options.passthrough {
             let ok = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
                 && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -407,15 +412,24 @@ impl fuser::Filesystem for VolumeFs {
         }
     }
 
-    // The next three do what fuser does by default; served here so that they are counted
-    // (fuser hands each inode of a BATCH_FORGET to `forget`: one count per inode).
+    // forget and releasedir do what fuser does by default; served here so that they are
+    // counted (fuser hands each inode of a BATCH_FORGET to `forget`: one count per inode).
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
         let _served = self.counters.request(Op::Forget);
     }
 
+    /// Directories need no open: with NO_OPENDIR_SUPPORT the first ENOSYS ends opendir and
+    /// releasedir requests for the mount. Either way the kernel keeps a directory's listing
+    /// from one open to the next (CACHE_DIR with KEEP_CACHE, what it assumes without opendir):
+    /// it drops it when the directory changes through this mount, and when its mtime moves
+    /// once another mount's change (`coherence`) has made it fetch the attributes again.
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _served = self.counters.request(Op::Opendir);
-        reply.opened(FileHandle(0), FopenFlags::empty());
+        let served = self.counters.request(Op::Opendir);
+        if self.no_opendir {
+            served.failed(libc::ENOSYS);
+            return reply.error(Errno::ENOSYS);
+        }
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
@@ -543,6 +557,11 @@ impl fuser::Filesystem for VolumeFs {
         let (parent, newparent) = (self.ino(parent), self.ino(newparent));
         let result = self.core().rename(parent, name.as_bytes(), newparent, newname.as_bytes(), mode);
         reply!(reply, served, result, |changed| {
+            if parent != newparent {
+                // A directory moved to another parent lists a new `..`: every mount's kernel,
+                // this one's too, drops its cached listing (and, for a file, nothing it needs).
+                self.coherence.publish(self.volume.id, 0, || changed.iter().map(|i| Change::Data(*i)).collect());
+            }
             self.publish(|| {
                 let mut changes = vec![
                     Change::Entry(parent, name.as_bytes().to_vec()),

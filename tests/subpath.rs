@@ -276,3 +276,45 @@ fn symlink_swaps_during_mounts_never_expose_anything_outside() {
     let fsck = pool.run(&["fsck"]);
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
 }
+
+/// Requests the daemon served on volume `v`, by operation.
+fn requests(pool: &TestPool, op: &str) -> u64 {
+    let stats = pool.json(&["stats"]);
+    let v = stats["volumes"].as_array().unwrap().iter().find(|v| v["volume"] == "v" && v["snapshot"].is_null());
+    let found = v.and_then(|v| v["requests"].as_array().unwrap().iter().find(|r| r["op"] == op).cloned());
+    found.map_or(0, |r| r["latency"]["buckets"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum())
+}
+
+#[test]
+fn listings_are_kept_between_opens_and_follow_every_change_from_anywhere() {
+    let pool = TestPool::new();
+    let full = volume_with_tree(&pool);
+    let other = pool.mount("v", MountOpts::default());
+    let view = pool.mount("v", MountOpts::subpath("a"));
+    let reads = || requests(&pool, "readdir") + requests(&pool, "readdirplus");
+    assert_eq!(names(&full.join("a")), ["b", "outside"]);
+    let (read, opened) = (reads(), requests(&pool, "opendir"));
+    assert_eq!(names(&full.join("a")), ["b", "outside"]);
+    assert_eq!(names(view.path()), ["b", "outside"]);
+    let again = reads();
+    assert_eq!(names(&full.join("a")), ["b", "outside"]);
+    assert_eq!(reads(), again, "an unchanged listing comes from the kernel's cache");
+    assert!(again - read <= 2, "{} directory reads for a listing of another mount", again - read);
+    assert!(requests(&pool, "opendir") - opened <= 1, "directories are opened without the daemon");
+    assert_eq!(requests(&pool, "releasedir"), 0);
+
+    // Changes through another mount, through a subPath mount, and made by the daemon itself.
+    fs::write(other.join("a/new"), b"n").unwrap();
+    fs::remove_file(other.join("a/outside")).unwrap();
+    fs::create_dir(view.join("sub")).unwrap();
+    assert_eq!(names(&full.join("a")), ["b", "new", "sub"]);
+    fs::rename(full.join("a/new"), full.join("a/b/renamed")).unwrap();
+    assert_eq!(names(&other.join("a")), ["b", "sub"]);
+    assert_eq!(names(&other.join("a/b")), ["inside", "renamed"]);
+    assert_eq!(names(view.path()), ["b", "sub"]);
+    let made = pool.mount("v", MountOpts { create: true, ..MountOpts::subpath("a/made/deeper") });
+    assert_eq!(names(&full.join("a")), ["b", "made", "sub"]);
+    assert_eq!(names(view.path()), ["b", "made", "sub"]);
+    assert_eq!(names(&other.join("a/made")), ["deeper"]);
+    drop(made);
+}

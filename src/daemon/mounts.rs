@@ -135,6 +135,24 @@ impl Service {
         Ok(())
     }
 
+    /// Tells the volume's mounts that the directories on `subpath` may have new entries: made
+    /// here, not through a mount, they would otherwise stay unseen in cached listings.
+    fn publish_path(&self, volume: &crate::meta::Volume, subpath: &str) {
+        let core = self.pool.core();
+        let mut changes = Vec::new();
+        let mut dir = volume.root;
+        for name in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            changes.push(Change::Entry(dir, name.as_bytes().to_vec()));
+            changes.push(Change::Attr(dir));
+            match core.lookup(dir, name.as_bytes()) {
+                Ok(attr) if attr.kind == Kind::Dir => dir = attr.ino,
+                _ => break,
+            }
+        }
+        // Session 0 is none of the mounts: every mount of the volume hears it.
+        self.coherence.publish(volume.id, 0, || changes);
+    }
+
     pub(super) fn mount_list(&self) -> Vec<MountInfo> {
         let mut list: Vec<_> = self.mounts().iter().map(|(at, m)| m.info(at)).collect();
         list.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
@@ -169,6 +187,9 @@ impl Service {
         };
         let in_volume = |e: crate::error::Error| ApiError::new(e.api_kind(), format!("volume {}: {}", volume.name, e));
         let root = self.pool.core().resolve_subpath(volume.root, subpath, create).map_err(in_volume)?;
+        if create {
+            self.publish_path(&volume, subpath);
+        }
         // A mount of a file goes on a regular file, of a directory on a directory.
         let of_file = self.pool.core().getattr(root).map_err(in_volume)?.kind == Kind::File;
         if of_file != at.is_file() {

@@ -77,7 +77,8 @@ impl Coherence {
         peers.get(&volume).is_some_and(|list| list.len() > 1)
     }
 
-    /// Tells every other mount of `volume` about `changes` (built only when there is one).
+    /// Tells every mount of `volume` but session `from` (0: every one) about `changes` (built
+    /// only when there is a mount to tell).
     pub fn publish(&self, volume: VolumeId, from: u64, changes: impl FnOnce() -> Vec<Change>) {
         let targets: Vec<(Ino, Notifier)> = {
             let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
