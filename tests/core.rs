@@ -1564,6 +1564,18 @@ fn the_kernel_gets_a_files_data_only_where_its_writes_need_no_daemon() {
     core.setattr(f.ino, &set_mode(0o2745), None).unwrap();
     assert!(open(&USER, f.ino, true), "setgid without group execute is no privilege to clear");
 
+    // The kernel serves all opens of an inode one way at a time: an open follows those there.
+    core.setattr(f.ino, &set_mode(0o4755), None).unwrap();
+    let daemons = core.open_for_kernel(&USER, f.ino, true, kernel).unwrap();
+    assert!(daemons.passthrough.is_none());
+    assert!(!open(&Caller::ROOT, f.ino, false), "while the daemon serves an open, so it serves the next");
+    core.close(&daemons.file, false).unwrap();
+    let kernels = core.open_for_kernel(&Caller::ROOT, f.ino, false, kernel).unwrap();
+    assert!(kernels.passthrough.is_some());
+    assert!(open(&USER, f.ino, true), "while the kernel serves an open, an unprivileged writer's too");
+    assert_eq!(core.getattr(f.ino).unwrap().perm, 0o755, "the bits its first write would clear went at once");
+    core.close(&kernels.file, true).unwrap();
+
     // A snapshot shares the data file: it must be copied before it changes.
     fx.pool.create_snapshot(&VolumeName::parse("v").unwrap(), &VolumeName::parse("s").unwrap()).unwrap();
     assert!(!open(&USER, f.ino, false));

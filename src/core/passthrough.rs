@@ -26,10 +26,15 @@ pub(super) struct DirectWrites {
 
 impl Core {
     /// Opens regular file `ino` for `caller`; `writable` says the open may write. `pass` makes
-    /// the kernel's reference to the open file's data file, and is asked only when the kernel may do the
-    /// file's I/O itself (`pass_through`). A write by an unprivileged caller to a setuid/setgid
-    /// file must clear those bits, which only a write the daemon sees can: such an open stays
-    /// with the daemon.
+    /// the kernel's reference to the open file's data file, and is asked only when the kernel
+    /// may do the file's I/O itself (`pass_through`).
+    ///
+    /// The kernel serves all opens of an inode one way at a time (it fails an open that would
+    /// mix them with EIO), so an open follows the ones already there. A write by an
+    /// unprivileged caller to a setuid/setgid file must clear those bits, which only a write
+    /// the daemon sees can: such an open stays with the daemon, unless the kernel already does
+    /// the inode's I/O for another open; then the bits are cleared now, as its first write
+    /// would.
     pub fn open_for_kernel<B>(
         &self,
         caller: &Caller,
@@ -40,7 +45,17 @@ impl Core {
         let perm = self.inode(ino)?.perm;
         let must_clear = writable && caller.uid != 0 && perm != kill_suidgid(perm);
         let file = self.open(ino)?;
-        Ok(self.pass_through(file, !must_clear, pass))
+        let passed_through = self.direct.get(&ino).map_or(0, |d| d.handles);
+        let opens = self.open_files.get(&ino).map_or(1, |n| *n);
+        let served_by_daemon = opens > passed_through + 1;
+        if must_clear && passed_through > 0 {
+            if let Err(e) = self.write_kills_suidgid(ino) {
+                let _ = self.release(ino);
+                return Err(e);
+            }
+        }
+        let allowed = !served_by_daemon && (!must_clear || passed_through > 0);
+        Ok(self.pass_through(file, allowed, pass))
     }
 
     /// Creates regular file `name` in `parent` and opens it for the kernel, as `open_for_kernel`.
