@@ -282,17 +282,11 @@ side_list=$(
 	IFS=,
 	echo "${sides[*]}"
 )
-report=(python3 "$tool" report "$results" --sides "$side_list"
-	--meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "kernel=$(uname -r)" --meta "cpus=$(nproc)"
-	--meta "repeat=$repeat" --meta "capacity=$capacity" --meta "only=$only"
-	--meta "tree=${tree_info:-}" --meta "rows_tx1=$rows" --meta "rows_tx1000=$bulk_rows"
-	--meta "build_sources=$sources" --meta "native_dir=$native"
+vf_report "$tool" "$results" "$json_out" --sides "$side_list" \
+	--meta "repeat=$repeat" --meta "capacity=$capacity" --meta "only=$only" \
+	--meta "tree=${tree_info:-}" --meta "rows_tx1=$rows" --meta "rows_tx1000=$bulk_rows" \
+	--meta "build_sources=$sources" --meta "native_dir=$native" \
 	--meta "order=sides rotate each run: native, cap, nocap; cap, nocap, native; nocap, native, cap"
-	--meta "volfs_version=$("$VOLFS" --version 2>/dev/null || echo unknown)")
-if [[ -n $json_out ]]; then
-	report+=(--json "$json_out")
-fi
-"${report[@]}"
 if ((${#failed[@]})); then
 	vf_die "failed: ${failed[*]}"
 fi

@@ -146,16 +146,9 @@ if [[ " $only " == *" meta "* ]]; then
 fi
 
 echo
-report=(python3 "$tool" report "$results"
-	--meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "kernel=$(uname -r)"
-	--meta "cpus=$(nproc)" --meta "repeat=$repeat" --meta "runtime_s=$runtime" --meta "capacity=${capacity:-none}"
-	--meta "file_size=$size" --meta "meta_files=$files" --meta "native_dir=$native"
+vf_report "$tool" "$results" "$json_out" --meta "repeat=$repeat" --meta "runtime_s=$runtime" \
+	--meta "capacity=${capacity:-none}" --meta "file_size=$size" --meta "meta_files=$files" --meta "native_dir=$native" \
 	--meta "order=fio: native then volfs in every run; metadata: native first in odd runs, volfs first in even runs"
-	--meta "volfs_version=$("$VOLFS" --version 2>/dev/null || echo unknown)")
-if [[ -n $json_out ]]; then
-	report+=(--json "$json_out")
-fi
-"${report[@]}"
 if ((${#failed[@]})); then
 	vf_die "failed: ${failed[*]}"
 fi

@@ -200,13 +200,18 @@ def cproject(directory, files):
     files = int(files)
     os.makedirs(os.path.join(directory, "src"))
     os.makedirs(os.path.join(directory, "include"))
-    with open(os.path.join(directory, "include", "common.h"), "w") as f:
-        f.write("#ifndef COMMON_H\n#define COMMON_H\n#include <stdint.h>\n#include <stddef.h>\n"
-                "#include <string.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
-                "struct item { uint64_t key; uint32_t len; char name[48]; };\n")
-        for i in range(files):
-            f.write("uint64_t unit%d(const struct item *items, size_t n);\n" % i)
-        f.write("#endif\n")
+    units = range(files)
+
+    def put(name, text):
+        with open(os.path.join(directory, name), "w") as out:
+            out.write(text)
+
+    put("include/common.h",
+        "#ifndef COMMON_H\n#define COMMON_H\n#include <stdint.h>\n#include <stddef.h>\n"
+        "#include <string.h>\n#include <stdio.h>\n#include <stdlib.h>\n"
+        "struct item { uint64_t key; uint32_t len; char name[48]; };\n"
+        + "".join("uint64_t unit%d(const struct item *items, size_t n);\n" % i for i in units)
+        + "#endif\n")
     for i in range(files):
         with open(os.path.join(directory, "src", "unit%d.c" % i), "w") as f:
             f.write('#include "common.h"\n\n')
@@ -231,13 +236,12 @@ def cproject(directory, files):
             for j in range(4):
                 f.write("\tsum += pass%d(items, n, buf, sizeof buf);\n" % j)
             f.write("\treturn sum;\n}\n")
-    with open(os.path.join(directory, "src", "main.c"), "w") as f:
-        f.write('#include "common.h"\n\nint main(void)\n{\n'
-                '\tstruct item items[4] = {{1, 2, "a"}, {3, 4, "b"}, {5, 6, "c"}, {7, 8, "d"}};\n'
-                '\tuint64_t sum = 0;\n')
-        for i in range(files):
-            f.write("\tsum += unit%d(items, 4);\n" % i)
-        f.write('\tprintf("%llu\\n", (unsigned long long)sum);\n\treturn 0;\n}\n')
+    put("src/main.c",
+        '#include "common.h"\n\nint main(void)\n{\n'
+        '\tstruct item items[4] = {{1, 2, "a"}, {3, 4, "b"}, {5, 6, "c"}, {7, 8, "d"}};\n'
+        '\tuint64_t sum = 0;\n'
+        + "".join("\tsum += unit%d(items, 4);\n" % i for i in units)
+        + '\tprintf("%llu\\n", (unsigned long long)sum);\n\treturn 0;\n}\n')
     with open(os.path.join(directory, "Makefile"), "w") as f:
         f.write("CC ?= cc\nCFLAGS ?= -O2 -Wall\n"
                 "SRCS := $(wildcard src/*.c)\nOBJS := $(SRCS:src/%.c=obj/%.o)\n\n"

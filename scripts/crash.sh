@@ -68,14 +68,7 @@ for delay in "${delays[@]}"; do
 	VF_DAEMON_PID=""
 
 	# The writer now gets errors from the dead mount and stops; make sure it does.
-	for _ in $(seq 100); do
-		kill -0 "$writer" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$writer" 2>/dev/null; then
-		vf_warn "round $round: writer still running 10s after the kill; killing it"
-		kill -9 "$writer" 2>/dev/null || true
-	fi
+	vf_wait_exit "$writer" 10 "round $round: the writer, after the kill"
 	wait "$writer" 2>/dev/null || true
 	echo "writer: $(tail -n 1 "$VF_TMP/writer-$round.err")"
 	acked=$(grep -c '^R ' "$log" || true)

@@ -130,14 +130,7 @@ vf_cleanup() {
 		timeout 60 env VOLFS_POOL="$VF_POOL" "$VOLFS" shutdown >/dev/null 2>&1
 	fi
 	if [[ -n $VF_DAEMON_PID ]] && kill -0 "$VF_DAEMON_PID" 2>/dev/null; then
-		for _ in $(seq 50); do
-			kill -0 "$VF_DAEMON_PID" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$VF_DAEMON_PID" 2>/dev/null; then
-			vf_warn "volfs serve (pid $VF_DAEMON_PID) still running after shutdown; killing it"
-			kill -9 "$VF_DAEMON_PID" 2>/dev/null
-		fi
+		vf_wait_exit "$VF_DAEMON_PID" 5 "volfs serve (pid $VF_DAEMON_PID) after shutdown"
 	fi
 	if [[ -n $VF_TMP && -d $VF_TMP ]]; then
 		# Never delete through a mount that is still there.
@@ -155,6 +148,31 @@ vf_cleanup() {
 		fi
 	fi
 	exit "$rc"
+}
+
+# vf_wait_exit PID SECONDS WHAT: waits up to SECONDS for PID to end; then kills it, saying
+# that WHAT was still running.
+vf_wait_exit() {
+	local pid=$1 seconds=$2 what=$3
+	for _ in $(seq $((seconds * 10))); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	vf_warn "$what: still running after ${seconds}s; killing it"
+	kill -9 "$pid" 2>/dev/null || true
+}
+
+# vf_report TOOL RESULTS JSON [REPORT ARGS...]: prints the table benchtool.py (TOOL) makes of
+# the runs in RESULTS, with the date, kernel, cpu count and volfs version among its facts, and
+# writes it as JSON to JSON too unless that is empty.
+vf_report() {
+	local tool=$1 results=$2 json=$3
+	shift 3
+	local report=(python3 "$tool" report "$results" "$@"
+		--meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" --meta "kernel=$(uname -r)" --meta "cpus=$(nproc)"
+		--meta "volfs_version=$("$VOLFS" --version 2>/dev/null || echo unknown)")
+	[[ -z $json ]] || report+=(--json "$json")
+	"${report[@]}"
 }
 
 # vf_start_daemon [SERVE FLAGS...]: start `volfs serve` for this run's pool in the background
