@@ -42,6 +42,10 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9750); off by default.
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<String>,
+        /// Seconds a stop (SIGTERM, SIGINT, `shutdown`) may take before the daemon exits without
+        /// waiting for what is left, such as a request stuck on the pool's disk.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        stop_limit: u64,
     },
     /// Create, list, inspect and delete volumes.
     #[command(subcommand)]
@@ -189,8 +193,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(socket_path(&pool, socket.as_deref()), ANSWER_WAIT);
     let ctx = Ctx { client, explicit_socket: socket, pool, json: cli.json };
     match cli.command {
-        Command::Serve { metrics_addr } => {
-            daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref(), metrics_addr.as_deref())?;
+        Command::Serve { metrics_addr, stop_limit } => {
+            let stop_limit = std::time::Duration::from_secs(stop_limit);
+            daemon::serve(&ctx.pool, ctx.explicit_socket.as_deref(), metrics_addr.as_deref(), stop_limit)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Volume(VolumeCommand::Create { name, capacity, inodes, from_snapshot, from_volume }) => {

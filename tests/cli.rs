@@ -511,3 +511,43 @@ fn sigterm_stops_the_daemon_even_when_its_socket_file_is_gone() {
     assert!(!is_mountpoint(&at), "the stopped daemon unmounted its volume");
     drop(m);
 }
+
+#[test]
+fn sigterm_stops_the_daemon_within_its_limit_even_when_its_pools_disk_hangs() {
+    // The pool lives on a volume of another daemon: stopping that one (SIGSTOP) makes every I/O
+    // on the pool wait, as on a disk that stopped answering.
+    let outer = TestPool::new();
+    let disk = outer.mount("disk", MountOpts::default());
+    let mut daemon = Command::new(VOLFS)
+        .arg("--pool")
+        .arg(disk.join("pool"))
+        .args(["serve", "--stop-limit", "2"])
+        .env_remove("VOLFS_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = daemon.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    assert!(rx.iter().any(|line| line.contains("serving")), "the daemon starts serving");
+    let disk_daemon = outer.daemon_pid().expect("a daemon serves the disk");
+
+    // SAFETY: signals the daemons this test started; the disk's daemon is continued below.
+    unsafe { libc::kill(disk_daemon, libc::SIGSTOP) };
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let status = wait_child(&mut daemon, Duration::from_secs(30));
+    unsafe { libc::kill(disk_daemon, libc::SIGCONT) };
+
+    let status = status.expect("the daemon exits once its stop limit has passed");
+    assert!(!status.success(), "a stop cut short is not a clean exit: {status}");
+    let log: Vec<String> = rx.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains("longer than the limit")), "the daemon says why it exits: {log:#?}");
+    drop(disk);
+}
