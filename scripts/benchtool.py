@@ -72,17 +72,28 @@ def save(path, value, unit):
         json.dump({"value": value, "unit": unit}, f)
 
 
-def served_requests():
-    """{operation: requests} the volfs daemon has served on BENCH_VOLUME, from `volfs stats`;
-    None when BENCH_VOLFS is not set (the native side)."""
+def served():
+    """{operation: (requests, seconds spent serving them)} of the volfs daemon on BENCH_VOLUME,
+    from `volfs stats`; None when BENCH_VOLFS is not set (the native side)."""
     volfs, volume = os.environ.get("BENCH_VOLFS"), os.environ.get("BENCH_VOLUME")
     if not volfs or not volume:
         return None
     out = subprocess.run(volfs.split() + ["stats", "--json"], capture_output=True, check=True).stdout
     for v in json.loads(out)["volumes"]:
         if v["volume"] == volume and v.get("snapshot") is None:
-            return {r["op"]: sum(r["latency"]["buckets"]) for r in v["requests"]}
+            return {r["op"]: (sum(r["latency"]["buckets"]), r["latency"]["sum_seconds"]) for r in v["requests"]}
     return {}
+
+
+def served_since(before):
+    """What the daemon served since `before` (what served() returned then), most first:
+    [(operation, requests, mean µs per request)]."""
+    moved = []
+    for op, (n, secs) in served().items():
+        n0, secs0 = before.get(op, (0, 0.0))
+        if n > n0:
+            moved.append((op, n - n0, (secs - secs0) / (n - n0) * 1e6))
+    return sorted(moved, key=lambda m: -m[1])
 
 
 def meta(directory, files, out_dir, run):
@@ -107,22 +118,21 @@ def meta(directory, files, out_dir, run):
 
     shown, requests = [], []
     for phase, work in (("create", create), ("stat", stat), ("unlink", unlink)):
-        before = served_requests()
+        before = served()
         start = time.perf_counter()
         work()
         secs = time.perf_counter() - start
         save(os.path.join(out_dir, "meta-%s.%s.json" % (phase, run)), files / secs, "files/s")
         shown.append("%s %9.0f" % (phase, files / secs))
         if before is not None:
-            after = served_requests()
-            moved = {op: n - before.get(op, 0) for op, n in after.items() if n > before.get(op, 0)}
+            moved = served_since(before)
             save(os.path.join(out_dir, "meta-%s-requests.%s.json" % (phase, run)),
-                 sum(moved.values()) / files, "req/file")
+                 sum(n for _, n, _ in moved) / files, "req/file")
             requests.append("%s: %s" % (phase, ", ".join(
-                "%s %.2f" % (op, n / files) for op, n in sorted(moved.items(), key=lambda kv: -kv[1]))))
+                "%s %.2f (%.0f µs)" % (op, n / files, us) for op, n, us in moved)))
     print("  ".join(shown) + " files/s")
     for line in requests:
-        print("      requests per file, %s" % line)
+        print("      requests per file (mean service time), %s" % line)
 
 
 def fio(test, fio_json, out):
@@ -165,12 +175,12 @@ def timed(test, out_dir, run, args):
         raise SystemExit("timed: no command after --")
     out = os.path.join(out_dir, "%s.%s.json" % (test, run))
     log = os.path.join(out_dir, "%s.log" % test)
-    before = served_requests()
+    before = served()
     with open(log, "ab") as f:
         start = time.perf_counter()
         rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f).returncode
         secs = time.perf_counter() - start
-    after = served_requests()
+    moved = served_since(before) if before is not None else None
     if rc != 0:
         save(out, None, "error: %s exited %d" % (cmd[0], rc))
         with open(log, errors="replace") as f:
@@ -183,13 +193,11 @@ def timed(test, out_dir, run, args):
         value, unit = secs, "s"
         print("%10.2f %-7s" % (value, unit), end="")
     save(out, value, unit)
-    if before is not None:
-        moved = {op: n - before.get(op, 0) for op, n in after.items() if n > before.get(op, 0)}
-        total = sum(moved.values())
+    if moved is not None:
+        total = sum(n for _, n, _ in moved)
         with open(os.path.join(out_dir, "%s-requests.%s.json" % (test, run)), "w") as f:
-            json.dump({"value": total, "unit": "requests", "ops": moved}, f)
-        top = sorted(moved.items(), key=lambda kv: -kv[1])
-        print("  %8d requests: %s" % (total, ", ".join("%s %d" % kv for kv in top[:6])), end="")
+            json.dump({"value": total, "unit": "requests", "ops": {op: n for op, n, _ in moved}}, f)
+        print("  %8d requests: %s" % (total, ", ".join("%s %d" % (op, n) for op, n, _ in moved[:6])), end="")
     print()
 
 
