@@ -1,6 +1,7 @@
-//! A node's worth of mounts on one daemon: 1,000 subPath mounts of a few volumes at once, each
-//! answering with its own directory's bytes, then all unmounted; the daemon's threads and
-//! memory read from /proc before, at the peak and after.
+//! A node's worth of mounts on one daemon: 1,000 mounts at once — subPath mounts of a few
+//! volumes, whole volumes, snapshots and projected trees — each answering with its own bytes,
+//! then all unmounted; the daemon's threads and memory read from /proc before, at the peak and
+//! after.
 
 mod common;
 
@@ -11,6 +12,10 @@ use common::{MountOpts, TestPool};
 
 const VOLUMES: usize = 4;
 const MOUNTS: usize = 1000;
+/// One mount in this many is a whole volume, one a snapshot, one a projected tree; the rest
+/// are subPath mounts.
+const KINDS_EVERY: usize = 50;
+const PROJECTED_SPEC: &str = include_str!("fixtures/projected.yaml");
 /// What an idle mount may cost the daemon in resident memory.
 const MIB_PER_IDLE_MOUNT: u64 = 1;
 /// What the allocator may keep after every mount is gone (its arenas' high-water mark, which
@@ -38,22 +43,44 @@ fn a_thousand_mounts_answer_at_once_and_leave_nothing_behind() {
             fs::write(full.join(format!("d{d}/who")), format!("{}/d{d}", volume(v))).unwrap();
         }
         full.unmount();
+        pool.ok(&["snapshot", "create", &volume(v), "s"]);
     }
+    let spec = pool.root().join("projected.yaml");
+    fs::write(&spec, PROJECTED_SPEC).unwrap();
     let pid = pool.daemon_pid().expect("a daemon serves the pool");
     let (threads_before, rss_before) = threads_and_rss_kib(pid);
 
-    let mountpoints: Vec<PathBuf> = (0..MOUNTS)
+    // Each mount with a file it shows and that file's bytes.
+    let mountpoints: Vec<(PathBuf, PathBuf, String)> = (0..MOUNTS)
         .map(|d| {
             let at = pool.fresh_dir();
-            let sub = format!("d{d}");
-            pool.ok(&["mount", &volume(d % VOLUMES), at.to_str().unwrap(), "--subpath", &sub]);
-            at
+            let (vol, own) = (volume(d % VOLUMES), format!("d{d}/who"));
+            let at_str = at.to_str().unwrap();
+            let shown = match d % KINDS_EVERY {
+                0 => {
+                    pool.ok(&["mount", &vol, at_str]);
+                    at.join(&own)
+                }
+                1 => {
+                    pool.ok(&["mount", &format!("{vol}@s"), at_str]);
+                    at.join(&own)
+                }
+                2 => {
+                    pool.ok(&["project", "mount", spec.to_str().unwrap(), at_str]);
+                    return (at.clone(), at.join("password"), "hunter2".to_string());
+                }
+                _ => {
+                    pool.ok(&["mount", &vol, at_str, "--subpath", &format!("d{d}")]);
+                    at.join("who")
+                }
+            };
+            (at, shown, format!("{vol}/d{d}"))
         })
         .collect();
     assert_eq!(pool.json(&["mounts"]).as_array().unwrap().len(), MOUNTS, "every mount is listed");
-    for (d, at) in mountpoints.iter().enumerate() {
-        let who = fs::read_to_string(at.join("who")).unwrap_or_else(|e| panic!("reading {}: {e}", at.display()));
-        assert_eq!(who, format!("{}/d{d}", volume(d % VOLUMES)), "{} shows its own directory", at.display());
+    for (at, shown, bytes) in &mountpoints {
+        let read = fs::read_to_string(shown).unwrap_or_else(|e| panic!("reading {}: {e}", shown.display()));
+        assert_eq!(&read, bytes, "{} shows its own bytes", at.display());
     }
     let (threads_peak, rss_peak) = threads_and_rss_kib(pid);
     let per_mount_kib = rss_peak.saturating_sub(rss_before) / MOUNTS as u64;
@@ -67,7 +94,7 @@ fn a_thousand_mounts_answer_at_once_and_leave_nothing_behind() {
         "an idle mount costs {per_mount_kib} KiB of resident memory (at most {MIB_PER_IDLE_MOUNT} MiB)"
     );
 
-    for at in &mountpoints {
+    for (at, _, _) in &mountpoints {
         pool.ok(&["umount", at.to_str().unwrap()]);
     }
     assert_eq!(pool.json(&["mounts"]), serde_json::json!([]), "nothing is left mounted");
