@@ -541,6 +541,9 @@ fn sigterm_stops_the_daemon_within_its_limit_even_when_its_pools_disk_hangs() {
 
     // SAFETY: signals the daemons this test started; the disk's daemon is continued below.
     unsafe { libc::kill(disk_daemon, libc::SIGSTOP) };
+    // Only once every thread of the disk's daemon has stopped: a request one of them read and
+    // left unanswered would make its caller unkillable, a request still queued does not.
+    wait_all_threads_stopped(disk_daemon);
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let status = wait_child(&mut daemon, Duration::from_secs(30));
     unsafe { libc::kill(disk_daemon, libc::SIGCONT) };
@@ -550,4 +553,21 @@ fn sigterm_stops_the_daemon_within_its_limit_even_when_its_pools_disk_hangs() {
     let log: Vec<String> = rx.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("longer than the limit")), "the daemon says why it exits: {log:#?}");
     drop(disk);
+}
+
+/// Waits until every thread of `pid` is stopped (state T in /proc/PID/task/*/stat).
+fn wait_all_threads_stopped(pid: i32) {
+    let stopped = || {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().all(|t| {
+            let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses.
+            stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        })
+    };
+    let start = std::time::Instant::now();
+    while !stopped() {
+        assert!(start.elapsed() < Duration::from_secs(30), "daemon {pid} did not stop on SIGSTOP");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
