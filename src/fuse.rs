@@ -45,6 +45,7 @@ impl Answering for crate::stats::Request<'_> {
 
 pub mod coherence;
 pub mod projected;
+pub mod wire;
 
 use std::ffi::OsStr;
 use std::fs::File;
