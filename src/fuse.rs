@@ -44,6 +44,7 @@ impl Answering for crate::stats::Request<'_> {
 }
 
 pub mod coherence;
+pub mod session;
 pub mod projected;
 pub mod wire;
 

@@ -1,0 +1,238 @@
+//! The kernel connections of every mount, served by one pool of worker threads.
+//!
+//! Each mount is a `/dev/fuse` connection. Its descriptor is non-blocking and sits in one epoll
+//! set with EPOLLONESHOT: the worker woken for it reads one request, arms the descriptor again
+//! while the connection has room for another request in flight, and answers. So there are as
+//! many workers as requests the machine should run at once, however many mounts there are,
+//! and a connection never holds more than `per_connection` of them: one mount's slow requests
+//! (an fsync of a large file) leave workers for the others. A worker owns one buffer the size
+//! of the largest request, whose pages are touched only as far as requests fill them.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use dashmap::DashMap;
+use rustix::event::epoll;
+use rustix::io::Errno;
+
+/// What serves the requests of a connection.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request (`bytes`: its header and body as the kernel wrote them) through
+    /// `conn`. Called on any worker, possibly for several requests of one connection at once.
+    fn request(&self, conn: &Connection, bytes: &[u8]);
+
+    /// The kernel ended the connection: unmounted, or aborted.
+    fn ended(&self, _conn: &Connection) {}
+}
+
+/// One kernel connection.
+pub struct Connection {
+    id: u64,
+    device: OwnedFd,
+    handler: Arc<dyn Handler>,
+    state: Mutex<ConnectionState>,
+}
+
+#[derive(Default)]
+struct ConnectionState {
+    /// In the epoll set, ready to wake a worker for its next request.
+    armed: bool,
+    in_flight: usize,
+    ended: bool,
+}
+
+impl Connection {
+    /// Writes an answer or a notification. An answer to a request the kernel no longer waits
+    /// for (it was interrupted, or the connection ended) is no error.
+    pub fn send(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        match rustix::io::writev(&self.device, parts) {
+            Ok(_) | Err(Errno::NOENT) | Err(Errno::NODEV) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The `/dev/fuse` descriptor, for the ioctls that name the connection (backing files).
+    pub fn device(&self) -> BorrowedFd<'_> {
+        self.device.as_fd()
+    }
+
+    fn state(&self) -> MutexGuard<'_, ConnectionState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The epoll token that wakes every worker to stop.
+const STOP: u64 = u64::MAX;
+
+/// The workers and the connections they serve.
+pub struct Sessions {
+    epoll: OwnedFd,
+    /// Readable from `stop` on: every worker sees it and returns.
+    stop_event: OwnedFd,
+    connections: DashMap<u64, Arc<Connection>>,
+    next_id: AtomicU64,
+    per_connection: usize,
+    request_size: usize,
+    stopping: AtomicBool,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Sessions {
+    /// Starts `workers` threads; a connection may hold `per_connection` of them at once;
+    /// `request_size` is the largest request the kernel may write (max_write plus headers).
+    pub fn start(workers: usize, per_connection: usize, request_size: usize) -> io::Result<Arc<Sessions>> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let stop_event = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
+        epoll::add(&epoll, &stop_event, epoll::EventData::new_u64(STOP), epoll::EventFlags::IN)?;
+        let sessions = Arc::new(Sessions {
+            epoll,
+            stop_event,
+            connections: DashMap::new(),
+            next_id: AtomicU64::new(0),
+            per_connection: per_connection.max(1),
+            request_size,
+            stopping: AtomicBool::new(false),
+            workers: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers.max(1) {
+            let sessions = sessions.clone();
+            threads.push(std::thread::Builder::new().name(format!("fuse-{i}")).spawn(move || sessions.work())?);
+        }
+        *sessions.workers.lock().unwrap_or_else(|p| p.into_inner()) = threads;
+        Ok(sessions)
+    }
+
+    /// Serves the connection of `device` (an open `/dev/fuse`) with `handler` from now on.
+    pub fn add(&self, device: OwnedFd, handler: Arc<dyn Handler>) -> io::Result<Arc<Connection>> {
+        let flags = rustix::fs::fcntl_getfl(&device)?;
+        rustix::fs::fcntl_setfl(&device, flags | rustix::fs::OFlags::NONBLOCK)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Connection { id, device, handler, state: Mutex::default() });
+        self.connections.insert(id, conn.clone());
+        let mut state = conn.state();
+        epoll::add(&self.epoll, &conn.device, epoll::EventData::new_u64(id), armed_for_one())?;
+        state.armed = true;
+        drop(state);
+        Ok(conn)
+    }
+
+    /// How many connections are served.
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Stops every worker once it has answered what it is serving; the connections stay
+    /// mounted, their descriptors closed with the last reference.
+    pub fn stop(&self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = rustix::io::write(&self.stop_event, &1u64.to_ne_bytes());
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for worker in workers {
+            let _ = worker.join();
+        }
+    }
+
+    fn work(self: Arc<Self>) {
+        let mut buffer = vec![0u8; self.request_size];
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(1);
+        loop {
+            events.clear();
+            match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), None) {
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "waiting for FUSE requests failed");
+                    return;
+                }
+            }
+            for event in &events {
+                let id = event.data.u64();
+                if id == STOP {
+                    return;
+                }
+                let Some(conn) = self.connections.get(&id).map(|c| c.clone()) else { continue };
+                self.serve_one(&conn, &mut buffer);
+            }
+        }
+    }
+
+    /// Reads one request of `conn` and answers it.
+    fn serve_one(&self, conn: &Connection, buffer: &mut [u8]) {
+        conn.state().armed = false;
+        match rustix::io::read(&conn.device, &mut *buffer) {
+            Ok(len) => {
+                conn.state().in_flight += 1;
+                self.arm_if_room(conn);
+                conn.handler.request(conn, &buffer[..len]);
+                conn.state().in_flight -= 1;
+                self.arm_if_room(conn);
+            }
+            // Another worker took the request, or the kernel withdrew an interrupted one.
+            Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::NOENT) => self.arm_if_room(conn),
+            Err(Errno::NODEV) => self.end(conn),
+            Err(e) => {
+                tracing::error!(connection = conn.id, error = %e, "reading a FUSE request failed; ending the connection");
+                self.end(conn);
+            }
+        }
+    }
+
+    fn arm_if_room(&self, conn: &Connection) {
+        let mut state = conn.state();
+        if state.armed || state.ended || state.in_flight >= self.per_connection {
+            return;
+        }
+        match epoll::modify(&self.epoll, &conn.device, epoll::EventData::new_u64(conn.id), armed_for_one()) {
+            Ok(()) => state.armed = true,
+            Err(e) => {
+                drop(state);
+                tracing::error!(connection = conn.id, error = %e, "cannot wait for FUSE requests; ending the connection");
+                self.end(conn);
+            }
+        }
+    }
+
+    fn end(&self, conn: &Connection) {
+        {
+            let mut state = conn.state();
+            if state.ended {
+                return;
+            }
+            state.ended = true;
+        }
+        let _ = epoll::delete(&self.epoll, &conn.device);
+        self.connections.remove(&conn.id);
+        conn.handler.ended(conn);
+    }
+}
+
+fn armed_for_one() -> epoll::EventFlags {
+    epoll::EventFlags::IN | epoll::EventFlags::ONESHOT
+}
+
+/// Opens a new FUSE connection and mounts it at `target`; `options` are the fuse mount
+/// options besides the descriptor (e.g. `default_permissions,allow_other`).
+pub fn mount(target: &Path, source: &str, read_only: bool, options: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let device = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let data = format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0{}{options}",
+        std::os::fd::AsRawFd::as_raw_fd(&device),
+        if options.is_empty() { "" } else { "," }
+    );
+    let flags = if read_only { rustix::mount::MountFlags::RDONLY } else { rustix::mount::MountFlags::empty() };
+    let data = std::ffi::CString::new(data).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    rustix::mount::mount(source, target, "fuse.volfs", flags, data.as_c_str())?;
+    Ok(device)
+}
