@@ -44,8 +44,8 @@ impl Answering for crate::stats::Request<'_> {
 }
 
 pub mod coherence;
-pub mod session;
 pub mod projected;
+pub mod session;
 pub mod wire;
 
 use std::ffi::OsStr;

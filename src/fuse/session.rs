@@ -236,3 +236,112 @@ pub fn mount(target: &Path, source: &str, read_only: bool, options: &str) -> io:
     rustix::mount::mount(source, target, "fuse.volfs", flags, data.as_c_str())?;
     Ok(device)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real mounts through the kernel (root and /dev/fuse, as every FUSE test here).
+    use super::*;
+    use crate::fuse::wire::abi::{Attr, AttrOut, Kstatfs};
+    use crate::fuse::wire::reply;
+    use crate::fuse::wire::request::{parse, Operation};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A root directory and nothing else; a lookup of `held…` waits until the test lets it go.
+    struct Empty {
+        held: Mutex<mpsc::Receiver<()>>,
+        ended: mpsc::Sender<()>,
+    }
+
+    impl Handler for Empty {
+        fn request(&self, conn: &Connection, bytes: &[u8]) {
+            let req = parse(bytes).expect("the kernel writes well-formed requests");
+            let unique = req.unique();
+            let answer = match req.op {
+                Operation::Init(init) => {
+                    // Lookups in one directory at once (else the kernel sends one at a time).
+                    let wanted = crate::fuse::wire::abi::init_flags::PARALLEL_DIROPS;
+                    let ours = reply::InitConfig { wanted, max_write: 1 << 20, ..Default::default() };
+                    reply::init(unique, &reply::Negotiated::new(&init, &ours).expect("FUSE 7"))
+                }
+                Operation::Getattr(_) => {
+                    let attr = Attr { ino: 1, mode: libc::S_IFDIR | 0o755, nlink: 2, ..Default::default() };
+                    reply::attr(unique, &AttrOut { attr, ..Default::default() })
+                }
+                Operation::Lookup { name } if name.as_encoded_bytes().starts_with(b"held") => {
+                    let _ = self.held.lock().unwrap().recv();
+                    reply::error(unique, libc::ENOENT)
+                }
+                Operation::Lookup { .. } => reply::error(unique, libc::ENOENT),
+                Operation::Statfs => reply::statfs(unique, &Kstatfs::default()),
+                Operation::Forget(_) | Operation::BatchForget(_) => return,
+                _ => reply::error(unique, libc::ENOSYS),
+            };
+            conn.send(&[IoSlice::new(&answer)]).expect("answering");
+        }
+
+        fn ended(&self, _conn: &Connection) {
+            let _ = self.ended.send(());
+        }
+    }
+
+    #[test]
+    fn two_workers_serve_twenty_mounts_and_one_held_mount_stops_none_of_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = Sessions::start(2, 1, (1 << 20) + 4096).unwrap();
+        let (release, held) = mpsc::channel();
+        let (ended, ends) = mpsc::channel();
+        let handler = Arc::new(Empty { held: Mutex::new(held), ended });
+        let mountpoints: Vec<_> = (0..20)
+            .map(|i| {
+                let at = dir.path().join(format!("m{i}"));
+                std::fs::create_dir(&at).unwrap();
+                let device = mount(&at, "sessiontest", false, "default_permissions,allow_other").unwrap();
+                sessions.add(device, handler.clone()).unwrap();
+                at
+            })
+            .collect();
+        assert_eq!(sessions.len(), 20);
+
+        // Two lookups (of two names: the kernel sends one lookup of a name at a time) that
+        // wait on the first mount: it may hold one worker only.
+        let first = mountpoints[0].clone();
+        let waiting: Vec<_> = (0..2)
+            .map(|i| {
+                let at = first.join(format!("held{i}"));
+                std::thread::spawn(move || std::fs::symlink_metadata(at).map(|_| ()))
+            })
+            .collect();
+        // Every other mount answers meanwhile, on the worker left.
+        let others = mountpoints[1..].to_vec();
+        let (answered, all_answered) = mpsc::channel();
+        std::thread::spawn(move || {
+            for at in &others {
+                let looked_up = std::fs::symlink_metadata(at.join("x")).map_err(|e| e.raw_os_error());
+                let statfs = rustix::fs::statvfs(at).map(|_| ());
+                let _ = answered.send((at.clone(), looked_up.err(), statfs));
+            }
+        });
+        for _ in 1..mountpoints.len() {
+            let (at, lookup_errno, statfs) = all_answered
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the other mounts are answered while the first holds its worker");
+            assert_eq!(lookup_errno, Some(Some(libc::ENOENT)), "{}", at.display());
+            assert!(statfs.is_ok(), "statfs of {}", at.display());
+        }
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for w in waiting {
+            assert_eq!(w.join().unwrap().unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        }
+
+        for at in &mountpoints {
+            rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty()).unwrap();
+        }
+        for _ in &mountpoints {
+            ends.recv_timeout(Duration::from_secs(30)).expect("every connection ends with its unmount");
+        }
+        assert!(sessions.is_empty());
+        sessions.stop();
+    }
+}
