@@ -19,11 +19,13 @@ use dashmap::DashMap;
 use rustix::event::epoll;
 use rustix::io::Errno;
 
+use super::wire::abi::{BackingMap, DEV_IOC_BACKING_CLOSE, DEV_IOC_BACKING_OPEN};
+
 /// What serves the requests of a connection.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request (`bytes`: its header and body as the kernel wrote them) through
     /// `conn`. Called on any worker, possibly for several requests of one connection at once.
-    fn request(&self, conn: &Connection, bytes: &[u8]);
+    fn request(&self, conn: &Arc<Connection>, bytes: &[u8]);
 
     /// The kernel ended the connection: unmounted, or aborted.
     fn ended(&self, _conn: &Connection) {}
@@ -62,6 +64,43 @@ impl Connection {
 
     fn state(&self) -> MutexGuard<'_, ConnectionState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers `file` with the kernel as a backing file for passthrough opens; the id goes
+    /// in the open's answer, and the registration ends when the returned value drops.
+    pub fn open_backing(self: &Arc<Self>, file: &std::fs::File) -> io::Result<Backing> {
+        use std::os::fd::AsRawFd;
+        let map = BackingMap { fd: file.as_raw_fd(), ..BackingMap::default() };
+        // SAFETY: the ioctl reads one `fuse_backing_map` from the pointer, valid for the call.
+        let id = unsafe { libc::ioctl(self.device.as_raw_fd(), DEV_IOC_BACKING_OPEN as _, &map) };
+        if id <= 0 {
+            return Err(if id < 0 { io::Error::last_os_error() } else { io::ErrorKind::InvalidData.into() });
+        }
+        Ok(Backing { id, connection: self.clone() })
+    }
+}
+
+/// A backing file the kernel knows by `id` on one connection.
+pub struct Backing {
+    id: i32,
+    connection: Arc<Connection>,
+}
+
+impl Backing {
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let id = self.id as u32;
+        // SAFETY: the ioctl reads one u32 from the pointer, valid for the call.
+        let closed = unsafe { libc::ioctl(self.connection.device.as_raw_fd(), DEV_IOC_BACKING_CLOSE as _, &id) };
+        if closed < 0 {
+            tracing::debug!(backing = self.id, error = %io::Error::last_os_error(), "closing a backing file");
+        }
     }
 }
 
@@ -168,7 +207,7 @@ impl Sessions {
     }
 
     /// Reads one request of `conn` and answers it.
-    fn serve_one(&self, conn: &Connection, buffer: &mut [u8]) {
+    fn serve_one(&self, conn: &Arc<Connection>, buffer: &mut [u8]) {
         conn.state().armed = false;
         match rustix::io::read(&conn.device, &mut *buffer) {
             Ok(len) => {
@@ -241,7 +280,7 @@ pub fn mount(target: &Path, source: &str, read_only: bool, options: &str) -> io:
 mod tests {
     //! Real mounts through the kernel (root and /dev/fuse, as every FUSE test here).
     use super::*;
-    use crate::fuse::wire::abi::{Attr, AttrOut, Kstatfs};
+    use crate::fuse::wire::abi::{Attr, AttrOut, EntryOut, Kstatfs};
     use crate::fuse::wire::reply;
     use crate::fuse::wire::request::{parse, Operation};
     use std::sync::mpsc;
@@ -254,7 +293,7 @@ mod tests {
     }
 
     impl Handler for Empty {
-        fn request(&self, conn: &Connection, bytes: &[u8]) {
+        fn request(&self, conn: &Arc<Connection>, bytes: &[u8]) {
             let req = parse(bytes).expect("the kernel writes well-formed requests");
             let unique = req.unique();
             let answer = match req.op {
@@ -283,6 +322,82 @@ mod tests {
         fn ended(&self, _conn: &Connection) {
             let _ = self.ended.send(());
         }
+    }
+
+    /// A root directory with one regular file, `file`, whose opens the kernel passes
+    /// through to `data`; counts the reads that reach the daemon.
+    struct PassedThrough {
+        data: std::fs::File,
+        size: u64,
+        backing: Mutex<Option<Backing>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl PassedThrough {
+        fn file_attr(&self) -> Attr {
+            Attr { ino: 2, mode: libc::S_IFREG | 0o644, nlink: 1, size: self.size, ..Default::default() }
+        }
+    }
+
+    impl Handler for PassedThrough {
+        fn request(&self, conn: &Arc<Connection>, bytes: &[u8]) {
+            let req = parse(bytes).expect("the kernel writes well-formed requests");
+            let unique = req.unique();
+            let root = || Attr { ino: 1, mode: libc::S_IFDIR | 0o755, nlink: 2, ..Default::default() };
+            let answer = match req.op {
+                Operation::Init(init) => {
+                    let wanted = crate::fuse::wire::abi::init_flags::PASSTHROUGH;
+                    let ours =
+                        reply::InitConfig { wanted, max_write: 1 << 20, max_stack_depth: 1, ..Default::default() };
+                    reply::init(unique, &reply::Negotiated::new(&init, &ours).expect("FUSE 7"))
+                }
+                Operation::Getattr(_) => {
+                    let attr = if req.header.nodeid == 1 { root() } else { self.file_attr() };
+                    reply::attr(unique, &AttrOut { attr, ..Default::default() })
+                }
+                Operation::Lookup { name } if name == "file" => {
+                    reply::entry(unique, &EntryOut { nodeid: 2, attr: self.file_attr(), ..Default::default() })
+                }
+                Operation::Lookup { .. } => reply::error(unique, libc::ENOENT),
+                Operation::Open(_) => {
+                    let mut backing = self.backing.lock().unwrap();
+                    let backing = backing.get_or_insert_with(|| conn.open_backing(&self.data).unwrap());
+                    reply::open(unique, 7, crate::fuse::wire::abi::fopen::PASSTHROUGH, backing.id())
+                }
+                Operation::Read(_) => {
+                    self.reads.fetch_add(1, Ordering::Relaxed);
+                    reply::error(unique, libc::EIO)
+                }
+                Operation::Release(_) | Operation::Flush(_) => reply::empty(unique),
+                Operation::Forget(_) | Operation::BatchForget(_) => return,
+                _ => reply::error(unique, libc::ENOSYS),
+            };
+            conn.send(&[IoSlice::new(&answer)]).expect("answering");
+        }
+    }
+
+    #[test]
+    fn an_open_passed_through_reads_the_backing_file_without_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let backing_path = dir.path().join("backing");
+        std::fs::write(&backing_path, &content).unwrap();
+        let handler = Arc::new(PassedThrough {
+            data: std::fs::File::open(&backing_path).unwrap(),
+            size: content.len() as u64,
+            backing: Mutex::new(None),
+            reads: Default::default(),
+        });
+        let sessions = Sessions::start(2, 2, (1 << 20) + 4096).unwrap();
+        let at = dir.path().join("m");
+        std::fs::create_dir(&at).unwrap();
+        let device = mount(&at, "sessiontest", true, "default_permissions,allow_other").unwrap();
+        sessions.add(device, handler.clone()).unwrap();
+        let read = std::fs::read(at.join("file"));
+        rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).unwrap();
+        assert_eq!(read.unwrap(), content, "the kernel reads the backing file");
+        assert_eq!(handler.reads.load(Ordering::Relaxed), 0, "no read reached the daemon");
+        sessions.stop();
     }
 
     #[test]
