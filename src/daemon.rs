@@ -21,6 +21,7 @@ use volfs_api::{
 };
 
 use crate::fuse::coherence::Coherence;
+use crate::fuse::session::Sessions;
 use crate::fuse::MountOptions;
 use crate::names::VolumeName;
 use crate::pool::{Pool, Source};
@@ -53,6 +54,8 @@ pub struct Service {
     /// How long a stop may take before the process exits anyway (the daemon only).
     stop_limit: Option<Duration>,
     coherence: Arc<Coherence>,
+    /// The workers that serve the kernel connections of projected trees (the daemon only).
+    sessions: Option<Arc<Sessions>>,
     next_session: AtomicU64,
     counters: Counters,
     start: Start,
@@ -68,6 +71,7 @@ impl Service {
             stopping: AtomicBool::new(false),
             stop_limit: None,
             coherence: Arc::new(Coherence::new()),
+            sessions: None,
             next_session: AtomicU64::new(1),
             counters: Counters::default(),
             start: Start::default(),
@@ -276,7 +280,7 @@ impl Service {
         let mounts: Vec<_> = self.mounts().drain().collect();
         for (at, m) in mounts {
             self.forget(&m);
-            if let Err(e) = m.session.umount_and_join() {
+            if let Err(e) = m.session.umount_and_join(&at) {
                 tracing::warn!(mountpoint = %at.display(), error = %e, "unmount on shutdown failed");
             }
         }
@@ -324,6 +328,7 @@ pub fn serve(
     let mut service = Service::new(pool, true);
     service.start = Start { unix: started_unix, seconds: start_seconds, recovered };
     service.stop_limit = Some(stop_limit);
+    service.sessions = Some(start_workers()?);
     let service = Arc::new(service);
     if let Some(addr) = metrics_addr {
         let bound = crate::metrics::serve(addr, service.clone())?;
@@ -412,6 +417,14 @@ fn stop_on_signal(mut signals: Signals, service: Arc<Service>, wake: AcceptWaker
             wake.wake();
         }
     });
+}
+
+/// The workers serving shared-session mounts: twice as many as the CPUs (requests also wait
+/// on the disk), a connection holding all but one.
+fn start_workers() -> std::io::Result<Arc<Sessions>> {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = (2 * cpus).max(4);
+    Sessions::start(workers, workers - 1, (1 << 20) + 4096)
 }
 
 /// A stop unmounts every mount and closes the pool; both wait for I/O, and I/O on a disk that

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use volfs::fuse::projected::{ProjectedFs, ProjectedUpdater};
+use volfs::fuse::session::{Connection, Sessions};
 use volfs::projected::Projection;
 
 const FS_GROUP: u32 = 2000;
@@ -86,9 +87,15 @@ fn projection(text: &str) -> Projection {
     Projection::from_yaml(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The workers serving every mount of these tests.
+fn sessions() -> &'static Sessions {
+    static SESSIONS: std::sync::OnceLock<Arc<Sessions>> = std::sync::OnceLock::new();
+    SESSIONS.get_or_init(|| Sessions::start(4, 3, (1 << 20) + 4096).expect("starting the FUSE workers"))
+}
+
 /// A mount in a temporary directory, unmounted on drop (lazily if something still uses it).
 struct Mounted {
-    session: Option<fuser::BackgroundSession>,
+    session: Option<Arc<Connection>>,
     at: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -102,7 +109,7 @@ impl Mounted {
         } else {
             fs::create_dir(&at).unwrap();
         }
-        let session = fs.mount(&at, subpath).unwrap_or_else(|e| panic!("mount {}: {e}", at.display()));
+        let session = fs.mount(sessions(), &at, subpath).unwrap_or_else(|e| panic!("mount {}: {e}", at.display()));
         wait_for_mount(&at);
         Mounted { session: Some(session), at, _dir: dir }
     }
@@ -114,12 +121,12 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        drop(self.session.take());
         if is_mountpoint(&self.at) {
             let c = std::ffi::CString::new(self.at.as_os_str().as_encoded_bytes()).unwrap();
             // SAFETY: a valid C string.
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
+        drop(self.session.take());
     }
 }
 
@@ -385,7 +392,8 @@ fn mapped(path: &Path, len: usize) -> Vec<u8> {
 fn subpaths_are_checked_before_mounting() {
     let (_m, updater) = mount(1);
     let dir = tempfile::tempdir().unwrap();
-    let err = |subpath: &str| updater.another_mount().mount(dir.path(), Some(subpath)).map(drop).unwrap_err();
+    let err =
+        |subpath: &str| updater.another_mount().mount(sessions(), dir.path(), Some(subpath)).map(drop).unwrap_err();
     let e = err("../x");
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("must not contain '..'"), "{e}");

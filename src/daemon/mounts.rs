@@ -3,8 +3,11 @@
 //! let many mounts and unmounts run at once without two on one mountpoint.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use volfs_api::{ApiError, MountInfo};
@@ -12,6 +15,7 @@ use volfs_api::{ApiError, MountInfo};
 use super::Service;
 use crate::fuse::coherence::Change;
 use crate::fuse::projected::{ProjectedFs, ProjectedUpdater};
+use crate::fuse::session::Connection;
 use crate::fuse::{MountOptions, VolumeFs};
 use crate::meta::{Kind, VolumeId};
 use crate::projected::Projection;
@@ -44,7 +48,47 @@ pub(super) struct Mounted {
     /// The directory shown, for a subPath mount; empty for the whole volume or tree.
     pub(super) subpath: String,
     pub(super) read_only: bool,
-    pub(super) session: fuser::BackgroundSession,
+    pub(super) session: Session,
+}
+
+/// The kernel connection of a mount: a fuser session of its own (volumes, for now) or one of
+/// the daemon's `Sessions` (projected trees).
+pub(super) enum Session {
+    Fuser(fuser::BackgroundSession),
+    Shared(Arc<Connection>),
+}
+
+/// How long a connection may take to end once its mount is gone.
+const END_WAIT: Duration = Duration::from_secs(30);
+
+impl Session {
+    fn is_finished(&self) -> bool {
+        match self {
+            Session::Fuser(s) => s.guard.is_finished(),
+            Session::Shared(c) => c.is_ended(),
+        }
+    }
+
+    /// Waits for the session to end once its mount is gone.
+    fn join(self) -> io::Result<()> {
+        match self {
+            Session::Fuser(s) => s.join(),
+            Session::Shared(c) if c.wait_ended(END_WAIT) => Ok(()),
+            Session::Shared(_) => Err(io::Error::other("the connection did not end")),
+        }
+    }
+
+    /// Unmounts `at` (detached if busy) and waits for the session to end.
+    pub(super) fn umount_and_join(self, at: &Path) -> io::Result<()> {
+        match self {
+            Session::Fuser(s) => s.umount_and_join(),
+            Session::Shared(_) => {
+                use rustix::mount::{unmount, UnmountFlags};
+                unmount(at, UnmountFlags::empty()).or_else(|_| unmount(at, UnmountFlags::DETACH))?;
+                self.join()
+            }
+        }
+    }
 }
 
 impl Mounted {
@@ -79,7 +123,7 @@ impl Service {
         let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
         // A mount someone took down with fusermount3 or umount ends its session by itself.
         mounts.retain(|_, m| {
-            let alive = !m.session.guard.is_finished();
+            let alive = !m.session.is_finished();
             if !alive {
                 self.forget(m);
             }
@@ -216,6 +260,7 @@ impl Service {
             .mount(&at)
             .map_err(|e| ApiError::internal(format!("mounting {} at {}: {e}", volume.name, at.display())))?;
         self.coherence.register(volume.id, session_id, root, session.notifier());
+        let session = Session::Fuser(session);
         if self.coherence.is_shared(volume.id) {
             // The other mounts may hold file sizes and times for long; from now on writes can
             // come from here, so they must ask again.
@@ -285,9 +330,11 @@ impl Service {
         let mut mounts = self.mounts();
         self.free_mountpoint(&mounts, &at)?;
         let (fs, updater) = ProjectedFs::new(projection);
-        let session = fs
-            .mount(&at, subpath)
-            .map_err(|e| ApiError::internal(format!("mounting the projected tree at {}: {e}", at.display())))?;
+        let sessions = self.sessions.as_ref().ok_or_else(|| ApiError::invalid("mounting needs the daemon"))?;
+        let session = Session::Shared(
+            fs.mount(sessions, &at, subpath)
+                .map_err(|e| ApiError::internal(format!("mounting the projected tree at {}: {e}", at.display())))?,
+        );
         let generation = updater.generation();
         tracing::info!(mountpoint = %at.display(), generation, "projected tree mounted");
         let subpath = subpath.unwrap_or("").trim_matches('/').to_string();

@@ -16,12 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use fuser::{
-    Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
-};
 
+use super::session::{Connection, Handler, Sessions};
+use super::wire::abi::{self, AttrOut, EntryOut, Kstatfs};
+use super::wire::reply;
+use super::wire::request::{parse, Operation};
 use crate::error::Error;
 use crate::projected::live::{Attr, Kind, Node, Tree, Update, DATA_LINK, ROOT_INO};
 use crate::projected::Projection;
@@ -47,7 +46,7 @@ enum Shows {
 struct Mounted {
     id: u64,
     shows: Shows,
-    notifier: Notifier,
+    connection: Arc<Connection>,
 }
 
 struct Shared {
@@ -62,9 +61,15 @@ struct Known {
     lookups: u64,
 }
 
+/// The kernel's name for the mount's root.
+const ROOT: u64 = 1;
+
+/// A directory entry as readdir returns it: inode, type (`abi` dirent kind) and name.
+type Listed = (u64, u32, String);
+
 enum Handle {
     File(Arc<Node>),
-    Dir(Vec<(INodeNo, FileType, String)>),
+    Dir(Vec<Listed>),
 }
 
 /// One mount of a projected tree.
@@ -87,25 +92,28 @@ fn read_only(op: &str) -> Error {
     Error::ReadOnly(format!("{op}: projected volumes are read-only"))
 }
 
-fn file_type(kind: Kind) -> FileType {
+fn mode_type(kind: Kind) -> u32 {
     match kind {
-        Kind::Dir => FileType::Directory,
-        Kind::File => FileType::RegularFile,
-        Kind::Symlink => FileType::Symlink,
+        Kind::Dir => libc::S_IFDIR,
+        Kind::File => libc::S_IFREG,
+        Kind::Symlink => libc::S_IFLNK,
     }
 }
 
-fn file_attr(a: &Attr, ino: INodeNo) -> FileAttr {
-    FileAttr {
+fn wire_attr(a: &Attr, ino: u64) -> abi::Attr {
+    let since = a.mtime.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (secs, nanos) = (since.as_secs(), since.subsec_nanos());
+    abi::Attr {
         ino,
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
-        mtime: a.mtime,
-        ctime: a.mtime,
-        crtime: a.mtime,
-        kind: file_type(a.kind),
-        perm: (a.perm & 0o7777) as u16,
+        atime: secs,
+        mtime: secs,
+        ctime: secs,
+        atimensec: nanos,
+        mtimensec: nanos,
+        ctimensec: nanos,
+        mode: mode_type(a.kind) | (a.perm & 0o7777),
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
@@ -113,6 +121,21 @@ fn file_attr(a: &Attr, ino: INodeNo) -> FileAttr {
         blksize: BLOCK as u32,
         flags: 0,
     }
+}
+
+/// A duration as the kernel's (seconds, nanoseconds) of validity.
+fn valid(ttl: Duration) -> (u64, u32) {
+    (ttl.as_secs(), ttl.subsec_nanos())
+}
+
+fn attr_out(ttl: Duration, attr: abi::Attr) -> AttrOut {
+    let (attr_valid, attr_valid_nsec) = valid(ttl);
+    AttrOut { attr_valid, attr_valid_nsec, attr, ..AttrOut::default() }
+}
+
+fn entry_out(nodeid: u64, entry_ttl: Duration, attr: abi::Attr) -> EntryOut {
+    let ((attr_valid, attr_valid_nsec), (entry_valid, entry_valid_nsec)) = (valid(TTL), valid(entry_ttl));
+    EntryOut { nodeid, generation: 0, entry_valid, attr_valid, entry_valid_nsec, attr_valid_nsec, attr }
 }
 
 /// The attributes of a subPath mount's root while the current generation lacks its subpath:
@@ -146,11 +169,16 @@ impl ProjectedFs {
         }
     }
 
-    /// Mounts the tree at `mountpoint`, read-only, and serves it on worker threads until
-    /// unmounted. With `subpath`, the mount shows that directory or file of the payload
-    /// instead, following `..data` on every request, so it sees updates; a file needs a
-    /// regular file as mountpoint, a directory a directory.
-    pub fn mount(mut self, mountpoint: &Path, subpath: Option<&str>) -> io::Result<fuser::BackgroundSession> {
+    /// Mounts the tree at `mountpoint`, read-only, served by `sessions` until unmounted. With
+    /// `subpath`, the mount shows that directory or file of the payload instead, following
+    /// `..data` on every request, so it sees updates; a file needs a regular file as
+    /// mountpoint, a directory a directory.
+    pub fn mount(
+        mut self,
+        sessions: &Sessions,
+        mountpoint: &Path,
+        subpath: Option<&str>,
+    ) -> io::Result<Arc<Connection>> {
         self.shows = match subpath {
             None => Shows::Tree,
             Some(text) => {
@@ -187,27 +215,17 @@ impl ProjectedFs {
             }
             _ => {}
         }
-        use fuser::MountOption as O;
-        let mut config = fuser::Config::default();
-        config.mount_options = vec![
-            O::FSName("volfs:projected".into()),
-            O::Subtype("volfs".into()),
-            O::DefaultPermissions,
-            O::NoDev,
-            O::NoSuid,
-            O::RO,
-        ];
-        config.acl = fuser::SessionACL::All;
-        config.n_threads = Some(4);
-        config.clone_fd = true;
+        use rustix::mount::MountFlags;
+        let flags = MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID;
+        let device = super::session::mount(mountpoint, "volfs:projected", flags, "default_permissions,allow_other")?;
         let (shared, id, shows) = (self.shared.clone(), self.id, self.shows.clone());
-        let session = fuser::spawn_mount(self, mountpoint, &config)?;
+        let connection = sessions.add(device, Arc::new(self))?;
         shared.mounts.lock().unwrap_or_else(|p| p.into_inner()).push(Mounted {
             id,
             shows,
-            notifier: session.notifier(),
+            connection: connection.clone(),
         });
-        Ok(session)
+        Ok(connection)
     }
 
     /// The current node at this mount's subpath, if it has one and it is still there
@@ -230,26 +248,26 @@ impl ProjectedFs {
     }
 
     /// A node the kernel holds.
-    fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Error> {
-        self.known.get(&ino.0).map(|k| k.node.clone()).ok_or_else(|| Error::NotFound(format!("inode {}", ino.0)))
+    fn node(&self, ino: u64) -> Result<Arc<Node>, Error> {
+        self.known.get(&ino).map(|k| k.node.clone()).ok_or_else(|| Error::NotFound(format!("inode {ino}")))
     }
 
-    /// Replies with `node` and counts the kernel's new reference to it.
-    fn entry(&self, reply: ReplyEntry, node: Arc<Node>, entry_ttl: Duration) {
+    /// The entry of `node`, counting the kernel's new reference to it.
+    fn entry(&self, node: Arc<Node>, entry_ttl: Duration) -> EntryOut {
         let attr = node.attr();
         self.known.entry(node.ino()).and_modify(|k| k.lookups += 1).or_insert(Known { node, lookups: 1 });
-        reply.entry_with_ttls(&TTL, &entry_ttl, &file_attr(&attr, INodeNo(attr.ino)), Generation(0));
+        entry_out(attr.ino, entry_ttl, wire_attr(&attr, attr.ino))
     }
 
-    fn new_fh(&self, handle: Handle) -> FileHandle {
+    fn new_fh(&self, handle: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.insert(fh, handle);
-        FileHandle(fh)
+        fh
     }
 
     /// A directory's entries as `readdir` returns them.
-    fn listing(&self, ino: INodeNo) -> Result<Vec<(INodeNo, FileType, String)>, Error> {
-        let children: Vec<(String, Arc<Node>)> = if ino == INodeNo::ROOT {
+    fn listing(&self, ino: u64) -> Result<Vec<Listed>, Error> {
+        let children: Vec<(String, Arc<Node>)> = if ino == ROOT {
             match self.shows {
                 Shows::Tree => self.shared.tree.list_root(),
                 Shows::Dir(_) => self
@@ -260,12 +278,12 @@ impl ProjectedFs {
             }
         } else {
             let node = self.node(ino)?;
-            let children = node.children().ok_or_else(|| Error::NotDir(format!("inode {}", ino.0)))?;
+            let children = node.children().ok_or_else(|| Error::NotDir(format!("inode {ino}")))?;
             children.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
-        let mut list =
-            vec![(ino, FileType::Directory, ".".to_string()), (INodeNo::ROOT, FileType::Directory, "..".into())];
-        list.extend(children.into_iter().map(|(name, n)| (INodeNo(n.ino()), file_type(n.kind()), name)));
+        let dir = reply::dirent_kind(libc::S_IFDIR);
+        let mut list = vec![(ino, dir, ".".to_string()), (ROOT, dir, "..".into())];
+        list.extend(children.into_iter().map(|(name, n)| (n.ino(), reply::dirent_kind(mode_type(n.kind())), name)));
         Ok(list)
     }
 }
@@ -298,12 +316,12 @@ impl ProjectedUpdater {
 
 /// Tells one mount's kernel to drop what an update changed in its root.
 fn invalidate(m: &Mounted, update: &Update) {
-    let root = INodeNo::ROOT;
-    let entry = |name: &str| {
-        if let Err(e) = m.notifier.inval_entry(root, OsStr::new(name)) {
-            tracing::debug!(mount = m.id, name, error = %e, "invalidation not delivered");
+    let notify = |what: &str, bytes: Vec<u8>| {
+        if let Err(e) = m.connection.send(&[io::IoSlice::new(&bytes)]) {
+            tracing::debug!(mount = m.id, what, error = %e, "invalidation not delivered");
         }
     };
+    let entry = |name: &str| notify(name, reply::notify_inval_entry(ROOT, name.as_bytes(), 0));
     match &m.shows {
         Shows::Tree => {
             entry(&update.old_generation);
@@ -329,58 +347,179 @@ fn invalidate(m: &Mounted, update: &Update) {
     }
     // Attributes; for a mount of one file its cached pages too.
     let offset = if matches!(m.shows, Shows::File(_)) { 0 } else { -1 };
-    if let Err(e) = m.notifier.inval_inode(root, offset, 0) {
-        tracing::debug!(mount = m.id, error = %e, "invalidation not delivered");
-    }
+    notify("the root", reply::notify_inval_inode(ROOT, offset, 0));
 }
 
-impl fuser::Filesystem for ProjectedFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // DIRECT_IO_ALLOW_MMAP: a file mount's root is opened with direct I/O and may be mmapped.
-        let wanted = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
-        let _ = config.add_capabilities(wanted & config.capabilities());
-        Ok(())
+impl Handler for ProjectedFs {
+    fn request(&self, conn: &Arc<Connection>, bytes: &[u8]) {
+        let req = match parse(bytes) {
+            Ok(req) => req,
+            Err(e) => return tracing::warn!(error = %e, "malformed FUSE request"),
+        };
+        let (unique, ino) = (req.unique(), req.header.nodeid);
+        let answer = match req.op {
+            Operation::Forget(f) => return self.forget(ino, f.nlookup),
+            Operation::BatchForget(list) => return list.iter().for_each(|f| self.forget(f.nodeid, f.nlookup)),
+            Operation::Interrupt(_) => return,
+            op => {
+                let name = op_name(&op);
+                self.answer(unique, ino, op).unwrap_or_else(|err| {
+                    tracing::debug!(op = name, error = %err);
+                    reply::error(unique, err.errno())
+                })
+            }
+        };
+        if let Err(e) = conn.send(&[io::IoSlice::new(&answer)]) {
+            tracing::debug!(error = %e, "answer not delivered");
+        }
     }
 
-    fn destroy(&mut self) {
+    fn ended(&self, _conn: &Connection) {
         let mut mounts = self.shared.mounts.lock().unwrap_or_else(|p| p.into_inner());
         mounts.retain(|m| m.id != self.id);
     }
+}
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else { return fail!(reply, "lookup", Error::NotFound(format!("{name:?}"))) };
-        if parent == INodeNo::ROOT {
+/// A name for the log.
+fn op_name(op: &Operation<'_>) -> &'static str {
+    match op {
+        Operation::Init(_) => "init",
+        Operation::Lookup { .. } => "lookup",
+        Operation::Getattr(_) => "getattr",
+        Operation::Readlink => "readlink",
+        Operation::Open(_) => "open",
+        Operation::Read(_) => "read",
+        Operation::Opendir(_) => "opendir",
+        Operation::Readdir(_) => "readdir",
+        Operation::Getxattr { .. } => "getxattr",
+        Operation::Listxattr(_) => "listxattr",
+        _ => "a change",
+    }
+}
+
+impl ProjectedFs {
+    /// The answer to one request.
+    fn answer(&self, unique: u64, ino: u64, op: Operation<'_>) -> Result<Vec<u8>, Error> {
+        Ok(match op {
+            Operation::Init(init) => {
+                use abi::init_flags::{ASYNC_READ, DIRECT_IO_ALLOW_MMAP, PARALLEL_DIROPS};
+                // DIRECT_IO_ALLOW_MMAP: a file mount's root is opened with direct I/O and may be mmapped.
+                let ours = reply::InitConfig {
+                    wanted: ASYNC_READ | PARALLEL_DIROPS | DIRECT_IO_ALLOW_MMAP,
+                    max_write: 1 << 20,
+                    max_readahead: 1 << 20,
+                    time_gran: 1,
+                    ..Default::default()
+                };
+                match reply::Negotiated::new(&init, &ours) {
+                    Ok(agreed) => reply::init(unique, &agreed),
+                    Err(reply::InitError::NewerMajor(_)) => reply::init_major_only(unique),
+                    Err(e) => return Err(Error::Invalid(e.to_string())),
+                }
+            }
+            Operation::Destroy => reply::empty(unique),
+            Operation::Lookup { name } => self.lookup(unique, ino, name)?,
+            Operation::Getattr(arg) => {
+                let fh = (arg.getattr_flags & abi::GETATTR_FH != 0).then_some(arg.fh);
+                let (ttl, attr) = self.getattr(ino, fh)?;
+                reply::attr(unique, &attr_out(ttl, attr))
+            }
+            Operation::Readlink => {
+                let node = self.node(ino)?;
+                let target = node.target().ok_or_else(|| Error::Invalid(format!("inode {ino} is not a symlink")))?;
+                reply::readlink(unique, target.as_bytes())
+            }
+            Operation::Open(arg) => {
+                let (fh, flags) = self.open(ino, arg.flags as i32)?;
+                reply::open(unique, fh, flags | abi::fopen::NOFLUSH, 0)
+            }
+            Operation::Read(arg) => {
+                let handle = self.handles.get(&arg.fh).ok_or(Error::BadHandle(arg.fh))?;
+                let Handle::File(node) = &*handle else { return Err(Error::IsDir(format!("handle {}", arg.fh))) };
+                let bytes = node.content().map(|c| c.bytes()).unwrap_or_default();
+                let start = usize::try_from(arg.offset).unwrap_or(usize::MAX).min(bytes.len());
+                let end = start.saturating_add(arg.size as usize).min(bytes.len());
+                reply::data(unique, &bytes[start..end])
+            }
+            Operation::Flush(_) | Operation::Fsync(_) | Operation::Fsyncdir(_) => reply::empty(unique),
+            Operation::Release(arg) | Operation::Releasedir(arg) => {
+                self.handles.remove(&arg.fh);
+                reply::empty(unique)
+            }
+            Operation::Opendir(_) => reply::open(unique, self.new_fh(Handle::Dir(self.listing(ino)?)), 0, 0),
+            Operation::Readdir(arg) => {
+                let handle = self.handles.get(&arg.fh).ok_or(Error::BadHandle(arg.fh))?;
+                let Handle::Dir(list) = &*handle else { return Err(Error::NotDir(format!("handle {}", arg.fh))) };
+                let mut buffer = reply::DirBuffer::new(unique, arg.size);
+                for (i, (ino, kind, name)) in list.iter().enumerate().skip(arg.offset as usize) {
+                    if buffer.add(*ino, i as u64 + 1, *kind, name.as_bytes()) {
+                        break;
+                    }
+                }
+                buffer.finish()
+            }
+            Operation::Statfs => {
+                let (bytes, nodes) = self.shared.tree.usage();
+                let bsize = BLOCK as u32;
+                let st = Kstatfs {
+                    blocks: bytes.div_ceil(BLOCK),
+                    files: nodes,
+                    bsize,
+                    namelen: 255,
+                    frsize: bsize,
+                    ..Kstatfs::default()
+                };
+                reply::statfs(unique, &st)
+            }
+            Operation::Getxattr { .. } => return Err(Error::NoAttr),
+            Operation::Listxattr(arg) if arg.size == 0 => reply::xattr_size(unique, 0),
+            Operation::Listxattr(_) => reply::xattr_data(unique, &[]),
+            Operation::Setattr(_) => return Err(read_only("setattr")),
+            Operation::Symlink { .. }
+            | Operation::Mknod { .. }
+            | Operation::Mkdir { .. }
+            | Operation::Unlink { .. }
+            | Operation::Rmdir { .. }
+            | Operation::Rename { .. }
+            | Operation::Rename2 { .. }
+            | Operation::Link { .. }
+            | Operation::Create { .. }
+            | Operation::Tmpfile(_) => return Err(read_only("changing names")),
+            Operation::Write { .. }
+            | Operation::Setxattr { .. }
+            | Operation::Removexattr { .. }
+            | Operation::Fallocate(_)
+            | Operation::CopyFileRange(_)
+            | Operation::CopyFileRange64(_) => return Err(read_only("changing files")),
+            _ => reply::error(unique, libc::ENOSYS),
+        })
+    }
+
+    fn lookup(&self, unique: u64, parent: u64, name: &OsStr) -> Result<Vec<u8>, Error> {
+        let Some(name) = name.to_str() else { return Err(Error::NotFound(format!("{name:?}"))) };
+        if parent == ROOT {
             let found = match self.shows {
                 Shows::Tree => {
                     self.shared.tree.lookup_root(name).map(|f| (f.node, if f.stable { TTL } else { Duration::ZERO }))
                 }
                 Shows::Dir(_) => self.subpath_node().and_then(|r| r.child(name).cloned()).map(|n| (n, Duration::ZERO)),
-                Shows::File(_) => {
-                    return fail!(reply, "lookup", Error::NotDir("the root of a mount of one file".into()))
-                }
+                Shows::File(_) => return Err(Error::NotDir("the root of a mount of one file".into())),
             };
             // Names in the root come and go with updates: no negative entry.
-            return match found {
-                Some((node, ttl)) => self.entry(reply, node, ttl),
-                None => fail!(reply, "lookup", Error::NotFound(name.to_string())),
-            };
+            let (node, ttl) = found.ok_or_else(|| Error::NotFound(name.to_string()))?;
+            return Ok(reply::entry(unique, &self.entry(node, ttl)));
         }
-        let parent = match self.node(parent) {
-            Ok(p) => p,
-            Err(e) => return fail!(reply, "lookup", e),
-        };
-        let Some(children) = parent.children() else {
-            return fail!(reply, "lookup", Error::NotDir(format!("inode {}", parent.ino())));
-        };
-        match children.get(name) {
-            Some(node) => self.entry(reply, node.clone(), TTL),
+        let parent = self.node(parent)?;
+        let children = parent.children().ok_or_else(|| Error::NotDir(format!("inode {}", parent.ino())))?;
+        Ok(match children.get(name) {
+            Some(node) => reply::entry(unique, &self.entry(node.clone(), TTL)),
             // A generation's directories never change: the kernel may remember a missing name.
-            None => reply.entry(&TTL, &file_attr(&absent_root(Kind::File), INodeNo(0)), Generation(0)),
-        }
+            None => reply::entry(unique, &entry_out(0, TTL, abi::Attr::default())),
+        })
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if let dashmap::Entry::Occupied(mut k) = self.known.entry(ino.0) {
+    fn forget(&self, ino: u64, nlookup: u64) {
+        if let dashmap::Entry::Occupied(mut k) = self.known.entry(ino) {
             let known = k.get_mut();
             known.lookups = known.lookups.saturating_sub(nlookup);
             if known.lookups == 0 {
@@ -389,288 +528,45 @@ impl fuser::Filesystem for ProjectedFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let open = fh.and_then(|fh| match self.handles.get(&fh.0).as_deref() {
+    fn getattr(&self, ino: u64, fh: Option<u64>) -> Result<(Duration, abi::Attr), Error> {
+        let open = fh.and_then(|fh| match self.handles.get(&fh).as_deref() {
             Some(Handle::File(node)) => Some(node.clone()),
             _ => None,
         });
-        if ino == INodeNo::ROOT {
-            let attr = match self.shows {
-                Shows::Tree => return reply.attr(&ROOT_ATTR_TTL, &file_attr(&self.shared.tree.root_attr(), ino)),
-                _ => open.or_else(|| self.subpath_node()).map_or_else(|| absent_root(self.root_kind()), |n| n.attr()),
-            };
-            return reply.attr(&Duration::ZERO, &file_attr(&attr, ino));
+        if ino == ROOT {
+            return Ok(match self.shows {
+                Shows::Tree => (ROOT_ATTR_TTL, wire_attr(&self.shared.tree.root_attr(), ROOT)),
+                _ => {
+                    let node = open.or_else(|| self.subpath_node());
+                    let attr = node.map_or_else(|| absent_root(self.root_kind()), |n| n.attr());
+                    (Duration::ZERO, wire_attr(&attr, ROOT))
+                }
+            });
         }
-        match open.map_or_else(|| self.node(ino), Ok) {
-            Ok(node) => reply.attr(&TTL, &file_attr(&node.attr(), ino)),
-            Err(e) => fail!(reply, "getattr", e),
-        }
+        let node = open.map_or_else(|| self.node(ino), Ok)?;
+        Ok((TTL, wire_attr(&node.attr(), ino)))
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.node(ino) {
-            Ok(node) => match node.target() {
-                Some(target) => reply.data(target.as_bytes()),
-                None => fail!(reply, "readlink", Error::Invalid(format!("inode {} is not a symlink", ino.0))),
-            },
-            Err(e) => fail!(reply, "readlink", e),
+    fn open(&self, ino: u64, flags: i32) -> Result<(u64, u32), Error> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(read_only("open for writing"));
         }
-    }
-
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return fail!(reply, "open", read_only("open for writing"));
-        }
-        let (node, open_flags) = if ino == INodeNo::ROOT {
+        let (node, open_flags) = if ino == ROOT {
             match self.shows {
                 Shows::File(_) => match self.subpath_node() {
                     // The root inode shows each generation's file in turn: no shared page cache.
-                    Some(node) => (node, FopenFlags::FOPEN_DIRECT_IO),
-                    None => return fail!(reply, "open", Error::NotFound("the file this mount shows".into())),
+                    Some(node) => (node, abi::fopen::DIRECT_IO),
+                    None => return Err(Error::NotFound("the file this mount shows".into())),
                 },
-                _ => return fail!(reply, "open", Error::IsDir("the root".into())),
+                _ => return Err(Error::IsDir("the root".into())),
             }
         } else {
-            match self.node(ino) {
-                // A node's bytes never change: keep the page cache across opens.
-                Ok(node) => (node, FopenFlags::FOPEN_KEEP_CACHE),
-                Err(e) => return fail!(reply, "open", e),
-            }
+            // A node's bytes never change: keep the page cache across opens.
+            (self.node(ino)?, abi::fopen::KEEP_CACHE)
         };
         if node.content().is_none() {
-            return fail!(reply, "open", Error::IsDir(format!("inode {}", ino.0)));
+            return Err(Error::IsDir(format!("inode {ino}")));
         }
-        let fh = self.new_fh(Handle::File(node));
-        reply.opened(fh, open_flags | FopenFlags::FOPEN_NOFLUSH);
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        let Some(handle) = self.handles.get(&fh.0) else { return fail!(reply, "read", Error::BadHandle(fh.0)) };
-        let Handle::File(node) = &*handle else {
-            return fail!(reply, "read", Error::IsDir(format!("handle {}", fh.0)));
-        };
-        let bytes = node.content().map(|c| c.bytes()).unwrap_or_default();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-        let end = start.saturating_add(size as usize).min(bytes.len());
-        reply.data(&bytes[start..end]);
-    }
-
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.handles.remove(&fh.0);
-        reply.ok();
-    }
-
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.listing(ino) {
-            Ok(list) => reply.opened(self.new_fh(Handle::Dir(list)), FopenFlags::empty()),
-            Err(e) => fail!(reply, "opendir", e),
-        }
-    }
-
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let Some(handle) = self.handles.get(&fh.0) else { return fail!(reply, "readdir", Error::BadHandle(fh.0)) };
-        let Handle::Dir(list) = &*handle else {
-            return fail!(reply, "readdir", Error::NotDir(format!("handle {}", fh.0)));
-        };
-        for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
-            if reply.add(*ino, i as u64 + 1, *kind, name) {
-                break;
-            }
-        }
-        reply.ok();
-    }
-
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.handles.remove(&fh.0);
-        reply.ok();
-    }
-
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (bytes, nodes) = self.shared.tree.usage();
-        reply.statfs(bytes.div_ceil(BLOCK), 0, 0, nodes, 0, BLOCK as u32, 255, BLOCK as u32);
-    }
-
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        fail!(reply, "getxattr", Error::NoAttr)
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
-    }
-
-    fn setattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
-        _ctime: Option<std::time::SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<std::time::SystemTime>,
-        _chgtime: Option<std::time::SystemTime>,
-        _bkuptime: Option<std::time::SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        fail!(reply, "setattr", read_only("setattr"))
-    }
-
-    fn mknod(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        fail!(reply, "mknod", read_only("mknod"))
-    }
-
-    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        fail!(reply, "mkdir", read_only("mkdir"))
-    }
-
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        fail!(reply, "unlink", read_only("unlink"))
-    }
-
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        fail!(reply, "rmdir", read_only("rmdir"))
-    }
-
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _link_name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        fail!(reply, "symlink", read_only("symlink"))
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        fail!(reply, "rename", read_only("rename"))
-    }
-
-    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        fail!(reply, "link", read_only("link"))
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
-        _write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        fail!(reply, "write", read_only("write"))
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        fail!(reply, "setxattr", read_only("setxattr"))
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        fail!(reply, "removexattr", read_only("removexattr"))
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        fail!(reply, "create", read_only("create"))
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        fail!(reply, "fallocate", read_only("fallocate"))
-    }
-
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
-        _ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
-        _flags: fuser::CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        fail!(reply, "copy_file_range", read_only("copy_file_range"))
+        Ok((self.new_fh(Handle::File(node)), open_flags))
     }
 }

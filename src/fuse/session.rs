@@ -12,8 +12,9 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use rustix::event::epoll;
@@ -37,6 +38,8 @@ pub struct Connection {
     device: OwnedFd,
     handler: Arc<dyn Handler>,
     state: Mutex<ConnectionState>,
+    /// Signalled when the connection ends.
+    end: Condvar,
 }
 
 #[derive(Default)]
@@ -55,6 +58,18 @@ impl Connection {
             Ok(_) | Err(Errno::NOENT) | Err(Errno::NODEV) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Whether the kernel has ended the connection (the mount is gone or aborted).
+    pub fn is_ended(&self) -> bool {
+        self.state().ended
+    }
+
+    /// Waits up to `limit` for the connection to end; returns whether it has.
+    pub fn wait_ended(&self, limit: Duration) -> bool {
+        let state = self.state();
+        let (state, _) = self.end.wait_timeout_while(state, limit, |s| !s.ended).unwrap_or_else(|p| p.into_inner());
+        state.ended
     }
 
     /// The `/dev/fuse` descriptor, for the ioctls that name the connection (backing files).
@@ -151,7 +166,7 @@ impl Sessions {
         let flags = rustix::fs::fcntl_getfl(&device)?;
         rustix::fs::fcntl_setfl(&device, flags | rustix::fs::OFlags::NONBLOCK)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Connection { id, device, handler, state: Mutex::default() });
+        let conn = Arc::new(Connection { id, device, handler, state: Mutex::default(), end: Condvar::new() });
         self.connections.insert(id, conn.clone());
         let mut state = conn.state();
         epoll::add(&self.epoll, &conn.device, epoll::EventData::new_u64(id), armed_for_one())?;
@@ -253,6 +268,8 @@ impl Sessions {
         let _ = epoll::delete(&self.epoll, &conn.device);
         self.connections.remove(&conn.id);
         conn.handler.ended(conn);
+        let _state = conn.state();
+        conn.end.notify_all();
     }
 }
 
@@ -260,17 +277,19 @@ fn armed_for_one() -> epoll::EventFlags {
     epoll::EventFlags::IN | epoll::EventFlags::ONESHOT
 }
 
-/// Opens a new FUSE connection and mounts it at `target`; `options` are the fuse mount
-/// options besides the descriptor (e.g. `default_permissions,allow_other`).
-pub fn mount(target: &Path, source: &str, read_only: bool, options: &str) -> io::Result<OwnedFd> {
+/// Opens a new FUSE connection and mounts it at `target` (a directory, or a regular file);
+/// `options` are the fuse mount options besides the descriptor and the root's type (e.g.
+/// `default_permissions,allow_other`).
+pub fn mount(target: &Path, source: &str, flags: rustix::mount::MountFlags, options: &str) -> io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     let device = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    // The root takes the mountpoint's type: a directory, or a regular file for a mount of one.
+    let rootmode = if std::fs::metadata(target)?.is_file() { libc::S_IFREG } else { libc::S_IFDIR };
     let data = format!(
-        "fd={},rootmode=40000,user_id=0,group_id=0{}{options}",
+        "fd={},rootmode={rootmode:o},user_id=0,group_id=0{}{options}",
         std::os::fd::AsRawFd::as_raw_fd(&device),
         if options.is_empty() { "" } else { "," }
     );
-    let flags = if read_only { rustix::mount::MountFlags::RDONLY } else { rustix::mount::MountFlags::empty() };
     let data = std::ffi::CString::new(data).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     rustix::mount::mount(source, target, "fuse.volfs", flags, data.as_c_str())?;
     Ok(device)
@@ -283,6 +302,7 @@ mod tests {
     use crate::fuse::wire::abi::{Attr, AttrOut, EntryOut, Kstatfs};
     use crate::fuse::wire::reply;
     use crate::fuse::wire::request::{parse, Operation};
+    use rustix::mount::MountFlags;
     use std::sync::mpsc;
     use std::time::Duration;
 
@@ -391,7 +411,7 @@ mod tests {
         let sessions = Sessions::start(2, 2, (1 << 20) + 4096).unwrap();
         let at = dir.path().join("m");
         std::fs::create_dir(&at).unwrap();
-        let device = mount(&at, "sessiontest", true, "default_permissions,allow_other").unwrap();
+        let device = mount(&at, "sessiontest", MountFlags::RDONLY, "default_permissions,allow_other").unwrap();
         sessions.add(device, handler.clone()).unwrap();
         let read = std::fs::read(at.join("file"));
         rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).unwrap();
@@ -411,7 +431,7 @@ mod tests {
             .map(|i| {
                 let at = dir.path().join(format!("m{i}"));
                 std::fs::create_dir(&at).unwrap();
-                let device = mount(&at, "sessiontest", false, "default_permissions,allow_other").unwrap();
+                let device = mount(&at, "sessiontest", MountFlags::empty(), "default_permissions,allow_other").unwrap();
                 sessions.add(device, handler.clone()).unwrap();
                 at
             })
