@@ -132,7 +132,7 @@ impl Service {
                 };
                 // A snapshot is read-only whatever the mount asks.
                 let read_only = read_only || source.contains('@');
-                let options = MountOptions { read_only, passthrough, ..MountOptions::default() };
+                let options = MountOptions { read_only, passthrough };
                 let info = self.mount(&source, subpath.as_deref().unwrap_or(""), create, &mountpoint, options)?;
                 Ok(json!(info))
             }
@@ -419,12 +419,13 @@ fn stop_on_signal(mut signals: Signals, service: Arc<Service>, wake: AcceptWaker
     });
 }
 
-/// The workers serving shared-session mounts: twice as many as the CPUs (requests also wait
-/// on the disk), a connection holding all but one.
+/// The workers serving every mount: four per CPU, at least eight (requests also wait on the
+/// disk and on other mounts' invalidations), one connection holding all but two, so one busy
+/// mount leaves workers for the others.
 fn start_workers() -> std::io::Result<Arc<Sessions>> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let workers = (2 * cpus).max(4);
-    Sessions::start(workers, workers - 1, (1 << 20) + 4096)
+    let workers = (4 * cpus).max(8);
+    Sessions::start(workers, workers - 2, (1 << 20) + 4096)
 }
 
 /// A stop unmounts every mount and closes the pool; both wait for I/O, and I/O on a disk that

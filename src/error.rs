@@ -50,6 +50,10 @@ pub enum Error {
     Busy(String),
     #[error("seek beyond the end of data")]
     NoData,
+    #[error("{0}: not implemented")]
+    NotImplemented(&'static str),
+    #[error("no such ioctl")]
+    NoIoctl,
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
     #[error("metadata store: {0}")]
@@ -82,6 +86,8 @@ impl Error {
             Error::BadHandle(_) => libc::EBADF,
             Error::Busy(_) => libc::EBUSY,
             Error::NoData => libc::ENXIO,
+            Error::NotImplemented(_) => libc::ENOSYS,
+            Error::NoIoctl => libc::ENOTTY,
             Error::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             Error::Store(_) | Error::Corrupt(_) => libc::EIO,
         }
@@ -106,7 +112,9 @@ impl Error {
             | Error::ReadOnly(_)
             | Error::TooManyLinks
             | Error::NotSupported(_)
-            | Error::NoData => ErrorKind::Invalid,
+            | Error::NoData
+            | Error::NotImplemented(_)
+            | Error::NoIoctl => ErrorKind::Invalid,
             Error::BadHandle(_) | Error::Io(_) | Error::Store(_) | Error::Corrupt(_) => ErrorKind::Internal,
         }
     }

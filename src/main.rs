@@ -164,12 +164,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Whatever this process creates on the node (pool, records, logs, sockets) is root's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    // fuser warns when it tries to unmount what `volfs umount` already unmounted.
-    let default = if matches!(cli.command, Command::Serve { .. }) {
-        "info,fjall=warn,lsm_tree=warn,fuser::mnt=error"
-    } else {
-        "warn"
-    };
+    let default = if matches!(cli.command, Command::Serve { .. }) { "info,fjall=warn,lsm_tree=warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

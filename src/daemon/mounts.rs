@@ -51,43 +51,30 @@ pub(super) struct Mounted {
     pub(super) session: Session,
 }
 
-/// The kernel connection of a mount: a fuser session of its own (volumes, for now) or one of
-/// the daemon's `Sessions` (projected trees).
-pub(super) enum Session {
-    Fuser(fuser::BackgroundSession),
-    Shared(Arc<Connection>),
-}
+/// A mount's kernel connection, served by the daemon's `Sessions`.
+pub(super) struct Session(Arc<Connection>);
 
 /// How long a connection may take to end once its mount is gone.
 const END_WAIT: Duration = Duration::from_secs(30);
 
 impl Session {
     fn is_finished(&self) -> bool {
-        match self {
-            Session::Fuser(s) => s.guard.is_finished(),
-            Session::Shared(c) => c.is_ended(),
-        }
+        self.0.is_ended()
     }
 
-    /// Waits for the session to end once its mount is gone.
+    /// Waits for the connection to end once its mount is gone.
     fn join(self) -> io::Result<()> {
-        match self {
-            Session::Fuser(s) => s.join(),
-            Session::Shared(c) if c.wait_ended(END_WAIT) => Ok(()),
-            Session::Shared(_) => Err(io::Error::other("the connection did not end")),
+        match self.0.wait_ended(END_WAIT) {
+            true => Ok(()),
+            false => Err(io::Error::other("the connection did not end")),
         }
     }
 
-    /// Unmounts `at` (detached if busy) and waits for the session to end.
+    /// Unmounts `at` (detached if busy) and waits for the connection to end.
     pub(super) fn umount_and_join(self, at: &Path) -> io::Result<()> {
-        match self {
-            Session::Fuser(s) => s.umount_and_join(),
-            Session::Shared(_) => {
-                use rustix::mount::{unmount, UnmountFlags};
-                unmount(at, UnmountFlags::empty()).or_else(|_| unmount(at, UnmountFlags::DETACH))?;
-                self.join()
-            }
-        }
+        use rustix::mount::{unmount, UnmountFlags};
+        unmount(at, UnmountFlags::empty()).or_else(|_| unmount(at, UnmountFlags::DETACH))?;
+        self.join()
     }
 }
 
@@ -256,11 +243,12 @@ impl Service {
             session_id,
             counters,
         );
-        let session = fs
-            .mount(&at)
+        let sessions = self.sessions.as_ref().ok_or_else(|| ApiError::invalid("mounting needs the daemon"))?;
+        let connection = fs
+            .mount(sessions, &at)
             .map_err(|e| ApiError::internal(format!("mounting {} at {}: {e}", volume.name, at.display())))?;
-        self.coherence.register(volume.id, session_id, root, session.notifier());
-        let session = Session::Fuser(session);
+        self.coherence.register(volume.id, session_id, root, connection.clone());
+        let session = Session(connection);
         if self.coherence.is_shared(volume.id) {
             // The other mounts may hold file sizes and times for long; from now on writes can
             // come from here, so they must ask again.
@@ -331,7 +319,7 @@ impl Service {
         self.free_mountpoint(&mounts, &at)?;
         let (fs, updater) = ProjectedFs::new(projection);
         let sessions = self.sessions.as_ref().ok_or_else(|| ApiError::invalid("mounting needs the daemon"))?;
-        let session = Session::Shared(
+        let session = Session(
             fs.mount(sessions, &at, subpath)
                 .map_err(|e| ApiError::internal(format!("mounting the projected tree at {}: {e}", at.display())))?,
         );

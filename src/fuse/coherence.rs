@@ -8,14 +8,13 @@
 //! holder may itself be waiting for a worker of ours.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::io::IoSlice;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use fuser::{INodeNo, Notifier};
-
+use super::session::Connection;
+use super::wire::{abi, reply};
 use crate::meta::{Ino, VolumeId};
 
 /// Something a mount changed that other mounts may have cached.
@@ -32,11 +31,11 @@ pub enum Change {
 struct Peer {
     session: u64,
     root: Ino,
-    notifier: Notifier,
+    connection: Arc<Connection>,
 }
 
 struct Job {
-    targets: Vec<(Ino, Notifier)>,
+    targets: Vec<(Ino, Arc<Connection>)>,
     changes: Vec<Change>,
     done: SyncSender<()>,
 }
@@ -59,9 +58,9 @@ impl Coherence {
         Coherence { peers: RwLock::new(HashMap::new()), queue: Mutex::new(tx) }
     }
 
-    pub fn register(&self, volume: VolumeId, session: u64, root: Ino, notifier: Notifier) {
+    pub fn register(&self, volume: VolumeId, session: u64, root: Ino, connection: Arc<Connection>) {
         let mut peers = self.peers.write().unwrap_or_else(|p| p.into_inner());
-        peers.entry(volume).or_default().push(Peer { session, root, notifier });
+        peers.entry(volume).or_default().push(Peer { session, root, connection });
     }
 
     pub fn unregister(&self, volume: VolumeId, session: u64) {
@@ -80,10 +79,12 @@ impl Coherence {
     /// Tells every mount of `volume` but session `from` (0: every one) about `changes` (built
     /// only when there is a mount to tell).
     pub fn publish(&self, volume: VolumeId, from: u64, changes: impl FnOnce() -> Vec<Change>) {
-        let targets: Vec<(Ino, Notifier)> = {
+        let targets: Vec<(Ino, Arc<Connection>)> = {
             let peers = self.peers.read().unwrap_or_else(|p| p.into_inner());
             match peers.get(&volume) {
-                Some(list) => list.iter().filter(|p| p.session != from).map(|p| (p.root, p.notifier.clone())).collect(),
+                Some(list) => {
+                    list.iter().filter(|p| p.session != from).map(|p| (p.root, p.connection.clone())).collect()
+                }
                 None => return,
             }
         };
@@ -106,16 +107,16 @@ impl Default for Coherence {
 
 fn deliver(rx: Receiver<Job>) {
     for job in rx {
-        for (root, notifier) in &job.targets {
-            let kernel = |ino: Ino| if ino == *root { INodeNo::ROOT } else { INodeNo(ino.0) };
+        for (root, connection) in &job.targets {
+            let kernel = |ino: Ino| if ino == *root { abi::ROOT_ID } else { ino.0 };
             for change in &job.changes {
-                let result = match change {
-                    Change::Entry(parent, name) => notifier.inval_entry(kernel(*parent), OsStr::from_bytes(name)),
+                let message = match change {
+                    Change::Entry(parent, name) => reply::notify_inval_entry(kernel(*parent), name, 0),
                     // A negative offset drops attributes only.
-                    Change::Attr(ino) => notifier.inval_inode(kernel(*ino), -1, 0),
-                    Change::Data(ino) => notifier.inval_inode(kernel(*ino), 0, 0),
+                    Change::Attr(ino) => reply::notify_inval_inode(kernel(*ino), -1, 0),
+                    Change::Data(ino) => reply::notify_inval_inode(kernel(*ino), 0, 0),
                 };
-                if let Err(e) = result {
+                if let Err(e) = connection.send(&[IoSlice::new(&message)]) {
                     tracing::debug!(?change, error = %e, "invalidation not delivered");
                 }
             }

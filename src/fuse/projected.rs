@@ -18,9 +18,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::session::{Connection, Handler, Sessions};
-use super::wire::abi::{self, AttrOut, EntryOut, Kstatfs};
+use super::wire::abi::{self, EntryOut, Kstatfs};
 use super::wire::reply;
-use super::wire::request::{parse, Operation};
+use super::wire::request::{Layout, Operation};
+use super::{attr_out, entry_out, parse_request, respond, Answer};
 use crate::error::Error;
 use crate::projected::live::{Attr, Kind, Node, Tree, Update, DATA_LINK, ROOT_INO};
 use crate::projected::Projection;
@@ -121,21 +122,6 @@ fn wire_attr(a: &Attr, ino: u64) -> abi::Attr {
         blksize: BLOCK as u32,
         flags: 0,
     }
-}
-
-/// A duration as the kernel's (seconds, nanoseconds) of validity.
-fn valid(ttl: Duration) -> (u64, u32) {
-    (ttl.as_secs(), ttl.subsec_nanos())
-}
-
-fn attr_out(ttl: Duration, attr: abi::Attr) -> AttrOut {
-    let (attr_valid, attr_valid_nsec) = valid(ttl);
-    AttrOut { attr_valid, attr_valid_nsec, attr, ..AttrOut::default() }
-}
-
-fn entry_out(nodeid: u64, entry_ttl: Duration, attr: abi::Attr) -> EntryOut {
-    let ((attr_valid, attr_valid_nsec), (entry_valid, entry_valid_nsec)) = (valid(TTL), valid(entry_ttl));
-    EntryOut { nodeid, generation: 0, entry_valid, attr_valid, entry_valid_nsec, attr_valid_nsec, attr }
 }
 
 /// The attributes of a subPath mount's root while the current generation lacks its subpath:
@@ -256,7 +242,7 @@ impl ProjectedFs {
     fn entry(&self, node: Arc<Node>, entry_ttl: Duration) -> EntryOut {
         let attr = node.attr();
         self.known.entry(node.ino()).and_modify(|k| k.lookups += 1).or_insert(Known { node, lookups: 1 });
-        entry_out(attr.ino, entry_ttl, wire_attr(&attr, attr.ino))
+        entry_out(attr.ino, entry_ttl, TTL, wire_attr(&attr, attr.ino))
     }
 
     fn new_fh(&self, handle: Handle) -> u64 {
@@ -352,48 +338,26 @@ fn invalidate(m: &Mounted, update: &Update) {
 
 impl Handler for ProjectedFs {
     fn request(&self, conn: &Arc<Connection>, bytes: &[u8]) {
-        let req = match parse(bytes) {
-            Ok(req) => req,
-            Err(e) => return tracing::warn!(error = %e, "malformed FUSE request"),
-        };
-        let (unique, ino) = (req.unique(), req.header.nodeid);
+        let Some(req) = parse_request(conn, bytes, Layout::default()) else { return };
+        let (unique, ino, name) = (req.unique(), req.header.nodeid, req.op.name());
         let answer = match req.op {
-            Operation::Forget(f) => return self.forget(ino, f.nlookup),
-            Operation::BatchForget(list) => return list.iter().for_each(|f| self.forget(f.nodeid, f.nlookup)),
-            Operation::Interrupt(_) => return,
-            op => {
-                let name = op_name(&op);
-                self.answer(unique, ino, op).unwrap_or_else(|err| {
-                    tracing::debug!(op = name, error = %err);
-                    reply::error(unique, err.errno())
-                })
+            Operation::Forget(f) => {
+                self.forget(ino, f.nlookup);
+                Ok(Answer::Nothing)
             }
+            Operation::BatchForget(list) => {
+                list.iter().for_each(|f| self.forget(f.nodeid, f.nlookup));
+                Ok(Answer::Nothing)
+            }
+            Operation::Interrupt(_) => Ok(Answer::Nothing),
+            op => self.answer(unique, ino, op).map(Answer::Bytes),
         };
-        if let Err(e) = conn.send(&[io::IoSlice::new(&answer)]) {
-            tracing::debug!(error = %e, "answer not delivered");
-        }
+        respond(conn, unique, &name, answer);
     }
 
     fn ended(&self, _conn: &Connection) {
         let mut mounts = self.shared.mounts.lock().unwrap_or_else(|p| p.into_inner());
         mounts.retain(|m| m.id != self.id);
-    }
-}
-
-/// A name for the log.
-fn op_name(op: &Operation<'_>) -> &'static str {
-    match op {
-        Operation::Init(_) => "init",
-        Operation::Lookup { .. } => "lookup",
-        Operation::Getattr(_) => "getattr",
-        Operation::Readlink => "readlink",
-        Operation::Open(_) => "open",
-        Operation::Read(_) => "read",
-        Operation::Opendir(_) => "opendir",
-        Operation::Readdir(_) => "readdir",
-        Operation::Getxattr { .. } => "getxattr",
-        Operation::Listxattr(_) => "listxattr",
-        _ => "a change",
     }
 }
 
@@ -491,7 +455,7 @@ impl ProjectedFs {
             | Operation::Fallocate(_)
             | Operation::CopyFileRange(_)
             | Operation::CopyFileRange64(_) => return Err(read_only("changing files")),
-            _ => reply::error(unique, libc::ENOSYS),
+            op => return Err(Error::NotImplemented(op.name())),
         })
     }
 
@@ -514,7 +478,7 @@ impl ProjectedFs {
         Ok(match children.get(name) {
             Some(node) => reply::entry(unique, &self.entry(node.clone(), TTL)),
             // A generation's directories never change: the kernel may remember a missing name.
-            None => reply::entry(unique, &entry_out(0, TTL, abi::Attr::default())),
+            None => reply::entry(unique, &entry_out(0, TTL, TTL, abi::Attr::default())),
         })
     }
 

@@ -156,6 +156,63 @@ pub enum Operation<'a> {
     Unknown(u32),
 }
 
+impl Operation<'_> {
+    /// The operation's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Init(_) => "init",
+            Operation::Destroy => "destroy",
+            Operation::Lookup { .. } => "lookup",
+            Operation::Forget(_) => "forget",
+            Operation::BatchForget(_) => "batch_forget",
+            Operation::Getattr(_) => "getattr",
+            Operation::Setattr(_) => "setattr",
+            Operation::Readlink => "readlink",
+            Operation::Symlink { .. } => "symlink",
+            Operation::Mknod { .. } => "mknod",
+            Operation::Mkdir { .. } => "mkdir",
+            Operation::Unlink { .. } => "unlink",
+            Operation::Rmdir { .. } => "rmdir",
+            Operation::Rename { .. } => "rename",
+            Operation::Rename2 { .. } => "rename2",
+            Operation::Link { .. } => "link",
+            Operation::Open(_) => "open",
+            Operation::Read(_) => "read",
+            Operation::Write { .. } => "write",
+            Operation::Statfs => "statfs",
+            Operation::Release(_) => "release",
+            Operation::Fsync(_) => "fsync",
+            Operation::Setxattr { .. } => "setxattr",
+            Operation::Getxattr { .. } => "getxattr",
+            Operation::Listxattr(_) => "listxattr",
+            Operation::Removexattr { .. } => "removexattr",
+            Operation::Flush(_) => "flush",
+            Operation::Opendir(_) => "opendir",
+            Operation::Readdir(_) => "readdir",
+            Operation::Releasedir(_) => "releasedir",
+            Operation::Fsyncdir(_) => "fsyncdir",
+            Operation::Getlk(_) => "getlk",
+            Operation::Setlk(_) => "setlk",
+            Operation::Setlkw(_) => "setlkw",
+            Operation::Access(_) => "access",
+            Operation::Create { .. } => "create",
+            Operation::Interrupt(_) => "interrupt",
+            Operation::Bmap(_) => "bmap",
+            Operation::Ioctl { .. } => "ioctl",
+            Operation::Poll(_) => "poll",
+            Operation::Fallocate(_) => "fallocate",
+            Operation::Readdirplus(_) => "readdirplus",
+            Operation::Lseek(_) => "lseek",
+            Operation::CopyFileRange(_) => "copy_file_range",
+            Operation::CopyFileRange64(_) => "copy_file_range_64",
+            Operation::Syncfs(_) => "syncfs",
+            Operation::Tmpfile(_) => "tmpfile",
+            Operation::Statx(_) => "statx",
+            Operation::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// Parses with the layout of a connection that negotiated nothing that changes it.
 pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
     parse_with(buf, Layout::default())
