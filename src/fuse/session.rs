@@ -14,13 +14,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use rustix::event::epoll;
 use rustix::io::Errno;
 
 use super::wire::abi::{BackingMap, DEV_IOC_BACKING_CLOSE, DEV_IOC_BACKING_OPEN};
+use super::wire::request::is_quick;
 
 /// What serves the requests of a connection.
 pub trait Handler: Send + Sync + 'static {
@@ -216,39 +217,66 @@ impl Sessions {
                     return;
                 }
                 let Some(conn) = self.connections.get(&id).map(|c| c.clone()) else { continue };
-                self.serve_one(&conn, &mut buffer);
+                self.serve(&conn, &mut buffer);
             }
         }
     }
 
-    /// Reads one request of `conn` and answers it.
-    fn serve_one(&self, conn: &Arc<Connection>, buffer: &mut [u8]) {
+    /// Serves `conn` after an event: reads and answers its requests until none comes within
+    /// `STAY` of the last answer, then leaves it armed for the next event.
+    ///
+    /// While a request that may take long is answered the connection is armed, so that other
+    /// workers take the requests that come meanwhile; while the worker waits for the next one
+    /// it is not, so
+    /// that no sleeping worker is woken for a request this one is about to read. Whoever
+    /// received an event or stopped reading arms the connection when it leaves: an event
+    /// disarms it in the kernel before `armed` says so.
+    fn serve(&self, conn: &Arc<Connection>, buffer: &mut [u8]) {
         conn.state().armed = false;
-        match rustix::io::read(&conn.device, &mut *buffer) {
-            Ok(len) => {
-                conn.state().in_flight += 1;
-                self.arm_if_room(conn);
-                conn.handler.request(conn, &buffer[..len]);
-                conn.state().in_flight -= 1;
-                self.arm_if_room(conn);
-            }
-            // Another worker took the request, or the kernel withdrew an interrupted one.
-            Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::NOENT) => self.arm_if_room(conn),
-            Err(Errno::NODEV) => self.end(conn),
-            Err(e) => {
-                tracing::error!(connection = conn.id, error = %e, "reading a FUSE request failed; ending the connection");
-                self.end(conn);
+        let mut answered: Option<Instant> = None;
+        loop {
+            match rustix::io::read(&conn.device, &mut *buffer) {
+                Ok(len) => {
+                    conn.state().in_flight += 1;
+                    // A quick request holds the connection's next ones back for microseconds
+                    // at most: not worth a worker woken for them.
+                    if !is_quick(&buffer[..len]) {
+                        self.arm(conn, Arm::IfDisarmed);
+                    }
+                    conn.handler.request(conn, &buffer[..len]);
+                    conn.state().in_flight -= 1;
+                    self.arm(conn, Arm::Off);
+                    answered = Some(Instant::now());
+                }
+                // None yet, another worker took it, or the kernel withdrew an interrupted one.
+                Err(Errno::AGAIN) | Err(Errno::INTR) | Err(Errno::NOENT) => {
+                    if answered.is_some_and(|at| at.elapsed() < STAY) {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    break;
+                }
+                Err(Errno::NODEV) => return self.end(conn),
+                Err(e) => {
+                    tracing::error!(connection = conn.id, error = %e, "reading a FUSE request failed; ending the connection");
+                    return self.end(conn);
+                }
             }
         }
+        self.arm(conn, Arm::Always);
     }
 
-    fn arm_if_room(&self, conn: &Connection) {
+    fn arm(&self, conn: &Connection, how: Arm) {
         let mut state = conn.state();
-        if state.armed || state.ended || state.in_flight >= self.per_connection {
-            return;
-        }
-        match epoll::modify(&self.epoll, &conn.device, epoll::EventData::new_u64(conn.id), armed_for_one()) {
-            Ok(()) => state.armed = true,
+        let events = match how {
+            Arm::Off if !state.armed => return,
+            Arm::Off => epoll::EventFlags::ONESHOT,
+            Arm::IfDisarmed if state.armed => return,
+            _ if state.ended || state.in_flight >= self.per_connection => return,
+            _ => armed_for_one(),
+        };
+        match epoll::modify(&self.epoll, &conn.device, epoll::EventData::new_u64(conn.id), events) {
+            Ok(()) => state.armed = how != Arm::Off,
             Err(e) => {
                 drop(state);
                 tracing::error!(connection = conn.id, error = %e, "cannot wait for FUSE requests; ending the connection");
@@ -271,6 +299,23 @@ impl Sessions {
         let _state = conn.state();
         conn.end.notify_all();
     }
+}
+
+/// How long a worker stays reading a connection after answering it. Most requests follow
+/// the answer to the last one within a few microseconds (an application's next syscall);
+/// taking it at once is much cheaper than waking a sleeping worker, which on a VM costs an
+/// interrupt to another CPU and tens of microseconds.
+const STAY: Duration = Duration::from_micros(50);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    /// Wake a worker for the connection's next request, unless `armed` says it is so.
+    IfDisarmed,
+    /// Wake a worker for the next request whatever `armed` says (the kernel may have
+    /// disarmed it on an event).
+    Always,
+    /// Wake no one: the worker waits for the next request itself.
+    Off,
 }
 
 fn armed_for_one() -> epoll::EventFlags {
@@ -306,7 +351,8 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    /// A root directory and nothing else; a lookup of `held…` waits until the test lets it go.
+    /// A root directory and nothing else; a lookup of `held…`, or a mkdir of `slow…`, waits
+    /// until the test lets it go.
     struct Empty {
         held: Mutex<mpsc::Receiver<()>>,
         ended: mpsc::Sender<()>,
@@ -332,6 +378,10 @@ mod tests {
                     reply::error(unique, libc::ENOENT)
                 }
                 Operation::Lookup { .. } => reply::error(unique, libc::ENOENT),
+                Operation::Mkdir { name, .. } if name.as_encoded_bytes().starts_with(b"slow") => {
+                    let _ = self.held.lock().unwrap().recv();
+                    reply::error(unique, libc::EROFS)
+                }
                 Operation::Statfs => reply::statfs(unique, &Kstatfs::default()),
                 Operation::Forget(_) | Operation::BatchForget(_) => return,
                 _ => reply::error(unique, libc::ENOSYS),
@@ -417,6 +467,35 @@ mod tests {
         rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).unwrap();
         assert_eq!(read.unwrap(), content, "the kernel reads the backing file");
         assert_eq!(handler.reads.load(Ordering::Relaxed), 0, "no read reached the daemon");
+        sessions.stop();
+    }
+
+    #[test]
+    fn a_request_that_may_take_long_leaves_the_next_ones_of_its_mount_to_another_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = Sessions::start(2, 2, (1 << 20) + 4096).unwrap();
+        let (release, held) = mpsc::channel();
+        let (ended, _ends) = mpsc::channel();
+        let handler = Arc::new(Empty { held: Mutex::new(held), ended });
+        let at = dir.path().join("m");
+        std::fs::create_dir(&at).unwrap();
+        let device = mount(&at, "sessiontest", MountFlags::empty(), "default_permissions,allow_other").unwrap();
+        sessions.add(device, handler).unwrap();
+        rustix::fs::statvfs(&at).expect("the mount answers");
+        let held_at = at.join("slow");
+        let mkdir = std::thread::spawn(move || std::fs::create_dir(held_at));
+        // Asked after the mkdir (whose worker waits until released), answered before it.
+        let (answered, statfs) = mpsc::channel();
+        let asked = at.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = answered.send(rustix::fs::statvfs(&asked).map(|_| ()));
+        });
+        let result = statfs.recv_timeout(Duration::from_secs(30));
+        release.send(()).unwrap();
+        assert_eq!(mkdir.join().unwrap().unwrap_err().raw_os_error(), Some(libc::EROFS));
+        result.expect("a statfs is answered while a mkdir of the same mount waits").unwrap();
+        rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).unwrap();
         sessions.stop();
     }
 

@@ -213,6 +213,35 @@ impl Operation<'_> {
     }
 }
 
+/// Whether the request in `buf` is answered in microseconds, never waiting for a disk to
+/// read or sync: lookups, attributes, extended attributes, statfs, forgets and the like, and
+/// small writes (they land in the page cache).
+pub fn is_quick(buf: &[u8]) -> bool {
+    use super::abi::opcode::*;
+    const SMALL_WRITE: usize = 64 * 1024;
+    let Ok((header, _)) = InHeader::read_from_prefix(buf) else { return false };
+    header.opcode == WRITE && buf.len() <= size_of::<InHeader>() + size_of::<WriteIn>() + SMALL_WRITE
+        || matches!(
+            header.opcode,
+            LOOKUP
+                | FORGET
+                | BATCH_FORGET
+                | GETATTR
+                | READLINK
+                | FLUSH
+                | OPENDIR
+                | RELEASEDIR
+                | STATFS
+                | GETXATTR
+                | LISTXATTR
+                | ACCESS
+                | INTERRUPT
+                | IOCTL
+                | LSEEK
+                | STATX
+        )
+}
+
 /// Parses with the layout of a connection that negotiated nothing that changes it.
 pub fn parse(buf: &[u8]) -> Result<Request<'_>, ParseError> {
     parse_with(buf, Layout::default())
@@ -399,6 +428,26 @@ pub(crate) mod tests {
 
     fn name(s: &str) -> &OsStr {
         OsStr::new(s)
+    }
+
+    #[test]
+    fn quick_requests_are_answered_from_memory_or_land_in_the_page_cache() {
+        let lookup = request(opcode::LOOKUP, 1, 1, &[b"x\0"]);
+        let getattr = request(opcode::GETATTR, 1, 1, &[GetattrIn::default().as_bytes()]);
+        let write = |size: usize| {
+            let arg = WriteIn { size: size as u32, ..WriteIn::default() };
+            request(opcode::WRITE, 1, 2, &[arg.as_bytes(), &vec![7u8; size]])
+        };
+        let fsync = request(opcode::FSYNC, 1, 2, &[FsyncIn::default().as_bytes()]);
+        let read = request(opcode::READ, 1, 2, &[ReadIn { size: 4096, ..ReadIn::default() }.as_bytes()]);
+        let mkdir = request(opcode::MKDIR, 1, 1, &[MkdirIn::default().as_bytes(), b"d\0"]);
+        for quick in [&lookup, &getattr, &write(4096), &write(64 * 1024)] {
+            assert!(is_quick(quick), "opcode {}", parse(quick).unwrap().op.name());
+        }
+        for slow in [&fsync, &read, &mkdir, &write(64 * 1024 + 1)] {
+            assert!(!is_quick(slow), "opcode {}", parse(slow).unwrap().op.name());
+        }
+        assert!(!is_quick(&lookup[..10]), "a short buffer is no quick request");
     }
 
     #[test]
