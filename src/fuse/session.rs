@@ -351,7 +351,7 @@ mod tests {
     use std::sync::mpsc;
     use std::time::Duration;
 
-    /// A root directory and nothing else; a lookup of `held…`, or a mkdir of `slow…`, waits
+    /// A root directory and nothing else; a lookup of `held…`, or an rmdir of `slow…`, waits
     /// until the test lets it go.
     struct Empty {
         held: Mutex<mpsc::Receiver<()>>,
@@ -377,8 +377,12 @@ mod tests {
                     let _ = self.held.lock().unwrap().recv();
                     reply::error(unique, libc::ENOENT)
                 }
+                Operation::Lookup { name } if name.as_encoded_bytes().starts_with(b"slow") => {
+                    let attr = Attr { ino: 2, mode: libc::S_IFDIR | 0o755, nlink: 2, ..Default::default() };
+                    reply::entry(unique, &EntryOut { nodeid: 2, attr, ..Default::default() })
+                }
                 Operation::Lookup { .. } => reply::error(unique, libc::ENOENT),
-                Operation::Mkdir { name, .. } if name.as_encoded_bytes().starts_with(b"slow") => {
+                Operation::Rmdir { name } if name.as_encoded_bytes().starts_with(b"slow") => {
                     let _ = self.held.lock().unwrap().recv();
                     reply::error(unique, libc::EROFS)
                 }
@@ -483,8 +487,8 @@ mod tests {
         sessions.add(device, handler).unwrap();
         rustix::fs::statvfs(&at).expect("the mount answers");
         let held_at = at.join("slow");
-        let mkdir = std::thread::spawn(move || std::fs::create_dir(held_at));
-        // Asked after the mkdir (whose worker waits until released), answered before it.
+        let rmdir = std::thread::spawn(move || std::fs::remove_dir(held_at));
+        // Asked after the rmdir (whose worker waits until released), answered before it.
         let (answered, statfs) = mpsc::channel();
         let asked = at.clone();
         std::thread::spawn(move || {
@@ -493,8 +497,8 @@ mod tests {
         });
         let result = statfs.recv_timeout(Duration::from_secs(30));
         release.send(()).unwrap();
-        assert_eq!(mkdir.join().unwrap().unwrap_err().raw_os_error(), Some(libc::EROFS));
-        result.expect("a statfs is answered while a mkdir of the same mount waits").unwrap();
+        assert_eq!(rmdir.join().unwrap().unwrap_err().raw_os_error(), Some(libc::EROFS));
+        result.expect("a statfs is answered while an rmdir of the same mount waits").unwrap();
         rustix::mount::unmount(&at, rustix::mount::UnmountFlags::empty()).unwrap();
         sessions.stop();
     }

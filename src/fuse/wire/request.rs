@@ -213,33 +213,20 @@ impl Operation<'_> {
     }
 }
 
-/// Whether the request in `buf` is answered in microseconds, never waiting for a disk to
-/// read or sync: lookups, attributes, extended attributes, statfs, forgets and the like, and
-/// small writes (they land in the page cache).
+/// Whether the request in `buf` is answered in microseconds: everything but what may wait
+/// for the disk for long — reads, writes larger than 64 KiB, syncs, what allocates or frees
+/// a file's space (fallocate, truncate, the unlink or rename that drops a file's last name),
+/// copies and directory listings.
 pub fn is_quick(buf: &[u8]) -> bool {
     use super::abi::opcode::*;
     const SMALL_WRITE: usize = 64 * 1024;
     let Ok((header, _)) = InHeader::read_from_prefix(buf) else { return false };
-    header.opcode == WRITE && buf.len() <= size_of::<InHeader>() + size_of::<WriteIn>() + SMALL_WRITE
-        || matches!(
-            header.opcode,
-            LOOKUP
-                | FORGET
-                | BATCH_FORGET
-                | GETATTR
-                | READLINK
-                | FLUSH
-                | OPENDIR
-                | RELEASEDIR
-                | STATFS
-                | GETXATTR
-                | LISTXATTR
-                | ACCESS
-                | INTERRUPT
-                | IOCTL
-                | LSEEK
-                | STATX
-        )
+    match header.opcode {
+        WRITE => buf.len() <= size_of::<InHeader>() + size_of::<WriteIn>() + SMALL_WRITE,
+        READ | FSYNC | FSYNCDIR | SYNCFS | FALLOCATE | SETATTR | UNLINK | RMDIR | RENAME | RENAME2
+        | COPY_FILE_RANGE | COPY_FILE_RANGE_64 | READDIR | READDIRPLUS | INIT | DESTROY => false,
+        _ => true,
+    }
 }
 
 /// Parses with the layout of a connection that negotiated nothing that changes it.
@@ -431,7 +418,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn quick_requests_are_answered_from_memory_or_land_in_the_page_cache() {
+    fn only_requests_that_may_wait_long_for_the_disk_are_not_quick() {
         let lookup = request(opcode::LOOKUP, 1, 1, &[b"x\0"]);
         let getattr = request(opcode::GETATTR, 1, 1, &[GetattrIn::default().as_bytes()]);
         let write = |size: usize| {
@@ -441,10 +428,11 @@ pub(crate) mod tests {
         let fsync = request(opcode::FSYNC, 1, 2, &[FsyncIn::default().as_bytes()]);
         let read = request(opcode::READ, 1, 2, &[ReadIn { size: 4096, ..ReadIn::default() }.as_bytes()]);
         let mkdir = request(opcode::MKDIR, 1, 1, &[MkdirIn::default().as_bytes(), b"d\0"]);
-        for quick in [&lookup, &getattr, &write(4096), &write(64 * 1024)] {
+        let unlink = request(opcode::UNLINK, 1, 1, &[b"f\0"]);
+        for quick in [&lookup, &getattr, &mkdir, &write(4096), &write(64 * 1024)] {
             assert!(is_quick(quick), "opcode {}", parse(quick).unwrap().op.name());
         }
-        for slow in [&fsync, &read, &mkdir, &write(64 * 1024 + 1)] {
+        for slow in [&fsync, &read, &unlink, &write(64 * 1024 + 1)] {
             assert!(!is_quick(slow), "opcode {}", parse(slow).unwrap().op.name());
         }
         assert!(!is_quick(&lookup[..10]), "a short buffer is no quick request");
