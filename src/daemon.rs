@@ -419,13 +419,13 @@ fn stop_on_signal(mut signals: Signals, service: Arc<Service>, wake: AcceptWaker
     });
 }
 
-/// The workers serving every mount: four per CPU, at least eight (requests also wait on the
-/// disk and on other mounts' invalidations), one connection holding all but two, so one busy
-/// mount leaves workers for the others.
+/// The workers serving every mount: four per CPU, at least eight (requests also wait on
+/// other mounts' invalidations), one connection holding all but two, so one busy mount leaves
+/// workers for the others; up to 256 while requests wait on the disk.
 fn start_workers() -> std::io::Result<Arc<Sessions>> {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers = (4 * cpus).max(8);
-    Sessions::start(workers, workers - 2, (1 << 20) + 4096)
+    Sessions::start(workers, 256, workers - 2, (1 << 20) + 4096)
 }
 
 /// A stop unmounts every mount and closes the pool; both wait for I/O, and I/O on a disk that

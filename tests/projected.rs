@@ -90,7 +90,7 @@ fn projection(text: &str) -> Projection {
 /// The workers serving every mount of these tests.
 fn sessions() -> &'static Sessions {
     static SESSIONS: std::sync::OnceLock<Arc<Sessions>> = std::sync::OnceLock::new();
-    SESSIONS.get_or_init(|| Sessions::start(4, 3, (1 << 20) + 4096).expect("starting the FUSE workers"))
+    SESSIONS.get_or_init(|| Sessions::start(4, 16, 3, (1 << 20) + 4096).expect("starting the FUSE workers"))
 }
 
 /// A mount in a temporary directory, unmounted on drop (lazily if something still uses it).
@@ -440,7 +440,7 @@ fn the_documented_example_mounts_as_described() {
 // ---------------------------------------------------------------------------------------------
 // Secrets stay in memory and out of logs.
 
-/// Everything logged in this process, fuser's `log` records included.
+/// Everything logged in this process, at every level.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static INIT: Once = Once::new();
     static LOGS: Mutex<Option<Arc<Mutex<Vec<u8>>>>> = Mutex::new(None);

@@ -5,13 +5,17 @@
 //! while the connection has room for another request in flight, and answers. So there are as
 //! many workers as requests the machine should run at once, however many mounts there are,
 //! and a connection never holds more than `per_connection` of them: one mount's slow requests
-//! (an fsync of a large file) leave workers for the others. A worker owns one buffer the size
-//! of the largest request, whose pages are touched only as far as requests fill them.
+//! (an fsync of a large file) leave workers for the others. Requests that wait on the disk
+//! must not take every worker either: a worker about to answer one when no other is idle
+//! starts another (up to `max_workers`), and workers beyond the first ones leave once idle
+//! for `IDLE_EXIT`. So the threads follow the requests waiting on the disk, never the mounts.
+//! A worker owns one buffer the size of the largest request, whose pages are touched only as
+//! far as requests fill them.
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -133,13 +137,28 @@ pub struct Sessions {
     per_connection: usize,
     request_size: usize,
     stopping: AtomicBool,
+    /// The workers that stay; more may start while requests wait on the disk.
+    base_workers: usize,
+    max_workers: usize,
+    /// Workers running, and those waiting for an event.
+    live: AtomicUsize,
+    idle: AtomicUsize,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// How long a worker beyond the first ones waits for an event before it leaves.
+const IDLE_EXIT: Duration = Duration::from_secs(5);
+
 impl Sessions {
-    /// Starts `workers` threads; a connection may hold `per_connection` of them at once;
-    /// `request_size` is the largest request the kernel may write (max_write plus headers).
-    pub fn start(workers: usize, per_connection: usize, request_size: usize) -> io::Result<Arc<Sessions>> {
+    /// Starts `workers` threads, more while requests wait on the disk, `max_workers` at most;
+    /// a connection may hold `per_connection` of them at once; `request_size` is the largest
+    /// request the kernel may write (max_write plus headers).
+    pub fn start(
+        workers: usize,
+        max_workers: usize,
+        per_connection: usize,
+        request_size: usize,
+    ) -> io::Result<Arc<Sessions>> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let stop_event = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)?;
         epoll::add(&epoll, &stop_event, epoll::EventData::new_u64(STOP), epoll::EventFlags::IN)?;
@@ -151,15 +170,57 @@ impl Sessions {
             per_connection: per_connection.max(1),
             request_size,
             stopping: AtomicBool::new(false),
+            base_workers: workers.max(1),
+            max_workers: max_workers.max(workers.max(1)),
+            live: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
             workers: Mutex::new(Vec::new()),
         });
-        let mut threads = Vec::with_capacity(workers);
-        for i in 0..workers.max(1) {
-            let sessions = sessions.clone();
-            threads.push(std::thread::Builder::new().name(format!("fuse-{i}")).spawn(move || sessions.work())?);
+        for _ in 0..sessions.base_workers {
+            sessions.start_worker()?;
         }
-        *sessions.workers.lock().unwrap_or_else(|p| p.into_inner()) = threads;
         Ok(sessions)
+    }
+
+    fn start_worker(self: &Arc<Self>) -> io::Result<()> {
+        let mut workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        workers.retain(|w| !w.is_finished());
+        let n = self.live.fetch_add(1, Ordering::SeqCst);
+        let sessions = self.clone();
+        match std::thread::Builder::new().name(format!("fuse-{n}")).spawn(move || sessions.work()) {
+            Ok(worker) => {
+                workers.push(worker);
+                Ok(())
+            }
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
+    }
+
+    /// Before a request that may wait on the disk: another worker, unless one is idle.
+    fn keep_one_idle(self: &Arc<Self>) {
+        if self.idle.load(Ordering::SeqCst) == 0 && self.live.load(Ordering::SeqCst) < self.max_workers {
+            if let Err(e) = self.start_worker() {
+                tracing::warn!(error = %e, "cannot start another FUSE worker");
+            }
+        }
+    }
+
+    /// Whether this worker, idle for `IDLE_EXIT`, leaves: only beyond the first ones.
+    fn leave_when_idle(&self) -> bool {
+        let mut live = self.live.load(Ordering::SeqCst);
+        while live > self.base_workers {
+            match self.live.compare_exchange(live, live - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(now) => live = now,
+            }
+        }
+        false
     }
 
     /// Serves the connection of `device` (an open `/dev/fuse`) with `handler` from now on.
@@ -198,12 +259,22 @@ impl Sessions {
         }
     }
 
+    /// How many workers run now.
+    pub fn workers(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
     fn work(self: Arc<Self>) {
         let mut buffer = vec![0u8; self.request_size];
         let mut events: Vec<epoll::Event> = Vec::with_capacity(1);
+        let idle_exit = rustix::event::Timespec { tv_sec: IDLE_EXIT.as_secs() as i64, tv_nsec: 0 };
         loop {
             events.clear();
-            match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), None) {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+            let waited = epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), Some(&idle_exit));
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            match waited {
+                Ok(0) if self.leave_when_idle() => return,
                 Ok(_) => {}
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -231,7 +302,7 @@ impl Sessions {
     /// that no sleeping worker is woken for a request this one is about to read. Whoever
     /// received an event or stopped reading arms the connection when it leaves: an event
     /// disarms it in the kernel before `armed` says so.
-    fn serve(&self, conn: &Arc<Connection>, buffer: &mut [u8]) {
+    fn serve(self: &Arc<Self>, conn: &Arc<Connection>, buffer: &mut [u8]) {
         conn.state().armed = false;
         let mut answered: Option<Instant> = None;
         loop {
@@ -241,6 +312,7 @@ impl Sessions {
                     // A quick request holds the connection's next ones back for microseconds
                     // at most: not worth a worker woken for them.
                     if !is_quick(&buffer[..len]) {
+                        self.keep_one_idle();
                         self.arm(conn, Arm::IfDisarmed);
                     }
                     conn.handler.request(conn, &buffer[..len]);
@@ -462,7 +534,7 @@ mod tests {
             backing: Mutex::new(None),
             reads: Default::default(),
         });
-        let sessions = Sessions::start(2, 2, (1 << 20) + 4096).unwrap();
+        let sessions = Sessions::start(2, 2, 2, (1 << 20) + 4096).unwrap();
         let at = dir.path().join("m");
         std::fs::create_dir(&at).unwrap();
         let device = mount(&at, "sessiontest", MountFlags::RDONLY, "default_permissions,allow_other").unwrap();
@@ -477,7 +549,7 @@ mod tests {
     #[test]
     fn a_request_that_may_take_long_leaves_the_next_ones_of_its_mount_to_another_worker() {
         let dir = tempfile::tempdir().unwrap();
-        let sessions = Sessions::start(2, 2, (1 << 20) + 4096).unwrap();
+        let sessions = Sessions::start(2, 2, 2, (1 << 20) + 4096).unwrap();
         let (release, held) = mpsc::channel();
         let (ended, _ends) = mpsc::channel();
         let handler = Arc::new(Empty { held: Mutex::new(held), ended });
@@ -504,9 +576,61 @@ mod tests {
     }
 
     #[test]
+    fn requests_waiting_on_every_worker_start_more_workers_which_leave_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = Sessions::start(2, 16, 2, (1 << 20) + 4096).unwrap();
+        let (release, held) = mpsc::channel();
+        let (ended, _ends) = mpsc::channel();
+        let handler = Arc::new(Empty { held: Mutex::new(held), ended });
+        let mountpoints: Vec<_> = (0..5)
+            .map(|i| {
+                let at = dir.path().join(format!("m{i}"));
+                std::fs::create_dir(&at).unwrap();
+                let device = mount(&at, "sessiontest", MountFlags::empty(), "default_permissions,allow_other").unwrap();
+                sessions.add(device, handler.clone()).unwrap();
+                rustix::fs::statvfs(&at).expect("the mount answers");
+                at
+            })
+            .collect();
+        // Four mounts each wait on a request that may take long: twice the two workers.
+        let waiting: Vec<_> = mountpoints[..4]
+            .iter()
+            .map(|at| {
+                let slow = at.join("slow");
+                std::thread::spawn(move || std::fs::remove_dir(slow))
+            })
+            .collect();
+        let (answered, statfs) = mpsc::channel();
+        let last = mountpoints[4].clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = answered.send(rustix::fs::statvfs(&last).map(|_| ()));
+        });
+        let result = statfs.recv_timeout(Duration::from_secs(30));
+        let during = sessions.workers();
+        for _ in &waiting {
+            release.send(()).unwrap();
+        }
+        for w in waiting {
+            assert_eq!(w.join().unwrap().unwrap_err().raw_os_error(), Some(libc::EROFS));
+        }
+        result.expect("the fifth mount is answered while four wait on the disk").unwrap();
+        assert!(during > 2, "{during} workers while four requests wait");
+        let deadline = Instant::now() + IDLE_EXIT * 3;
+        while sessions.workers() > 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(sessions.workers(), 2, "the workers started for waiting requests leave when idle");
+        for at in &mountpoints {
+            rustix::mount::unmount(at, rustix::mount::UnmountFlags::empty()).unwrap();
+        }
+        sessions.stop();
+    }
+
+    #[test]
     fn two_workers_serve_twenty_mounts_and_one_held_mount_stops_none_of_the_others() {
         let dir = tempfile::tempdir().unwrap();
-        let sessions = Sessions::start(2, 1, (1 << 20) + 4096).unwrap();
+        let sessions = Sessions::start(2, 2, 1, (1 << 20) + 4096).unwrap();
         let (release, held) = mpsc::channel();
         let (ended, ends) = mpsc::channel();
         let handler = Arc::new(Empty { held: Mutex::new(held), ended });
