@@ -220,42 +220,41 @@ def cproject(directory, files):
         "struct item { uint64_t key; uint32_t len; char name[48]; };\n"
         + "".join("uint64_t unit%d(const struct item *items, size_t n);\n" % i for i in units)
         + "#endif\n")
-    for i in range(files):
-        with open(os.path.join(directory, "src", "unit%d.c" % i), "w") as f:
-            f.write('#include "common.h"\n\n')
-            for j in range(4):
-                f.write(
-                    "static uint64_t mix%d(uint64_t x)\n{\n"
-                    "\tx ^= x >> %d;\n\tx *= 0x%xULL;\n\tx ^= x >> %d;\n\treturn x;\n}\n\n"
-                    % (j, 13 + j, 0x9E3779B97F4A7C15 ^ (i * 8 + j), 29 - j))
-                f.write(
-                    "static size_t pass%d(const struct item *items, size_t n, char *buf, size_t cap)\n{\n"
-                    "\tsize_t used = 0;\n"
-                    "\tfor (size_t k = 0; k < n; k++) {\n"
-                    "\t\tswitch ((mix%d(items[k].key) + k) %% 5) {\n"
-                    "\t\tcase 0: used += (size_t)snprintf(buf + used %% cap, cap - used %% cap, \"%%s-%d\", items[k].name); break;\n"
-                    "\t\tcase 1: used += items[k].len * %d; break;\n"
-                    "\t\tcase 2: used ^= (size_t)mix%d(used + %d); break;\n"
-                    "\t\tcase 3: used += strlen(items[k].name) + %d; break;\n"
-                    "\t\tdefault: used = used * 31 + %d; break;\n"
-                    "\t\t}\n\t}\n\treturn used;\n}\n\n" % (j, j, j, j + 1, j, i, j, i + j))
-            f.write("uint64_t unit%d(const struct item *items, size_t n)\n{\n"
+    for i in units:
+        text = ['#include "common.h"\n\n']
+        for j in range(4):
+            text.append(
+                "static uint64_t mix%d(uint64_t x)\n{\n"
+                "\tx ^= x >> %d;\n\tx *= 0x%xULL;\n\tx ^= x >> %d;\n\treturn x;\n}\n\n"
+                % (j, 13 + j, 0x9E3779B97F4A7C15 ^ (i * 8 + j), 29 - j))
+            text.append(
+                "static size_t pass%d(const struct item *items, size_t n, char *buf, size_t cap)\n{\n"
+                "\tsize_t used = 0;\n"
+                "\tfor (size_t k = 0; k < n; k++) {\n"
+                "\t\tswitch ((mix%d(items[k].key) + k) %% 5) {\n"
+                "\t\tcase 0: used += (size_t)snprintf(buf + used %% cap, cap - used %% cap, \"%%s-%d\", items[k].name); break;\n"
+                "\t\tcase 1: used += items[k].len * %d; break;\n"
+                "\t\tcase 2: used ^= (size_t)mix%d(used + %d); break;\n"
+                "\t\tcase 3: used += strlen(items[k].name) + %d; break;\n"
+                "\t\tdefault: used = used * 31 + %d; break;\n"
+                "\t\t}\n\t}\n\treturn used;\n}\n\n" % (j, j, j, j + 1, j, i, j, i + j))
+        text.append("uint64_t unit%d(const struct item *items, size_t n)\n{\n"
                     "\tchar buf[256];\n\tuint64_t sum = 0;\n" % i)
-            for j in range(4):
-                f.write("\tsum += pass%d(items, n, buf, sizeof buf);\n" % j)
-            f.write("\treturn sum;\n}\n")
+        text.extend("\tsum += pass%d(items, n, buf, sizeof buf);\n" % j for j in range(4))
+        text.append("\treturn sum;\n}\n")
+        put("src/unit%d.c" % i, "".join(text))
     put("src/main.c",
         '#include "common.h"\n\nint main(void)\n{\n'
         '\tstruct item items[4] = {{1, 2, "a"}, {3, 4, "b"}, {5, 6, "c"}, {7, 8, "d"}};\n'
         '\tuint64_t sum = 0;\n'
         + "".join("\tsum += unit%d(items, 4);\n" % i for i in units)
         + '\tprintf("%llu\\n", (unsigned long long)sum);\n\treturn 0;\n}\n')
-    with open(os.path.join(directory, "Makefile"), "w") as f:
-        f.write("CC ?= cc\nCFLAGS ?= -O2 -Wall\n"
-                "SRCS := $(wildcard src/*.c)\nOBJS := $(SRCS:src/%.c=obj/%.o)\n\n"
-                "prog: $(OBJS)\n\t$(CC) -o $@ $^\n\n"
-                "obj/%.o: src/%.c | obj\n\t$(CC) $(CFLAGS) -MMD -MP -Iinclude -c -o $@ $<\n\n"
-                "obj:\n\tmkdir -p $@\n\n-include $(OBJS:.o=.d)\n")
+    put("Makefile",
+        "CC ?= cc\nCFLAGS ?= -O2 -Wall\n"
+        "SRCS := $(wildcard src/*.c)\nOBJS := $(SRCS:src/%.c=obj/%.o)\n\n"
+        "prog: $(OBJS)\n\t$(CC) -o $@ $^\n\n"
+        "obj/%.o: src/%.c | obj\n\t$(CC) $(CFLAGS) -MMD -MP -Iinclude -c -o $@ $<\n\n"
+        "obj:\n\tmkdir -p $@\n\n-include $(OBJS:.o=.d)\n")
 
 
 def sql(path, rows, per_tx):

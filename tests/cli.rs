@@ -197,17 +197,8 @@ fn second_daemon_on_a_pool_fails_naming_the_pool_and_the_holder() {
     let pool = TestPool::new();
     pool.create_volume("a", None);
     let mut first = pool.command(&["serve"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let stderr = first.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("serving") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30)).expect("the first daemon starts serving");
+    let log = stderr_lines(&mut first);
+    assert!(wait_for_line(&log, "serving", Duration::from_secs(30)), "the first daemon starts serving");
     let pid = first.id().to_string();
 
     let mut second = pool.command(&["serve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -528,15 +519,8 @@ fn sigterm_stops_the_daemon_within_its_limit_even_when_its_pools_disk_hangs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    assert!(rx.iter().any(|line| line.contains("serving")), "the daemon starts serving");
+    let rx = stderr_lines(&mut daemon);
+    assert!(wait_for_line(&rx, "serving", Duration::from_secs(30)), "the daemon starts serving");
     let disk_daemon = outer.daemon_pid().expect("a daemon serves the disk");
 
     // SAFETY: signals the daemons this test started; the disk's daemon is continued below.
@@ -553,6 +537,32 @@ fn sigterm_stops_the_daemon_within_its_limit_even_when_its_pools_disk_hangs() {
     let log: Vec<String> = rx.try_iter().collect();
     assert!(log.iter().any(|l| l.contains("longer than the limit")), "the daemon says why it exits: {log:#?}");
     drop(disk);
+}
+
+/// Every line `child` writes to its (piped) stderr, as it comes.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Whether a line containing `text` comes within `limit`.
+fn wait_for_line(lines: &mpsc::Receiver<String>, text: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Waits until every thread of `pid` is stopped (state T in /proc/PID/task/*/stat).

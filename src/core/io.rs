@@ -69,6 +69,11 @@ impl Core {
     /// Opens a regular file's data for the daemon's own I/O and counts the opener, so an unlink
     /// keeps the inode until the last release.
     pub fn open(&self, ino: Ino) -> Result<OpenFile> {
+        self.open_with_perm(ino).map(|(file, _)| file)
+    }
+
+    /// `open`, and the file's permission bits as they were when it was opened.
+    pub(super) fn open_with_perm(&self, ino: Ino) -> Result<(OpenFile, u32)> {
         let _w = self.lock();
         let inode = self.inode(ino)?;
         match inode.kind {
@@ -78,7 +83,7 @@ impl Core {
         }
         let bound = self.bind(ino, &inode)?;
         self.open_files.entry(ino).and_modify(|n| *n += 1).or_insert(1);
-        Ok(OpenFile::new(ino, inode.volume, bound))
+        Ok((OpenFile::new(ino, inode.volume, bound), inode.perm))
     }
 
     /// An open file of a new regular file.

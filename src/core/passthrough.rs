@@ -42,9 +42,8 @@ impl Core {
         writable: bool,
         pass: impl FnOnce(&OpenFile) -> Option<B>,
     ) -> Result<Opened<B>> {
-        let perm = self.inode(ino)?.perm;
+        let (file, perm) = self.open_with_perm(ino)?;
         let must_clear = writable && caller.uid != 0 && perm != kill_suidgid(perm);
-        let file = self.open(ino)?;
         let passed_through = self.direct.get(&ino).map_or(0, |d| d.handles);
         let opens = self.open_files.get(&ino).map_or(1, |n| *n);
         let served_by_daemon = opens > passed_through + 1;
