@@ -470,6 +470,30 @@ mod tests {
         }
     }
 
+    impl Empty {
+        /// The handler, the sender that lets one held request go, and the receiver of ends.
+        fn new() -> (Arc<Empty>, mpsc::Sender<()>, mpsc::Receiver<()>) {
+            let (release, held) = mpsc::channel();
+            let (ended, ends) = mpsc::channel();
+            (Arc::new(Empty { held: Mutex::new(held), ended }), release, ends)
+        }
+    }
+
+    /// A new directory `name` in `dir`, mounted and served by `sessions` with `handler`.
+    fn mount_new(
+        sessions: &Sessions,
+        dir: &Path,
+        name: &str,
+        flags: MountFlags,
+        handler: Arc<dyn Handler>,
+    ) -> std::path::PathBuf {
+        let at = dir.join(name);
+        std::fs::create_dir(&at).unwrap();
+        let device = mount(&at, "sessiontest", flags, "default_permissions,allow_other").unwrap();
+        sessions.add(device, handler).unwrap();
+        at
+    }
+
     /// A root directory with one regular file, `file`, whose opens the kernel passes
     /// through to `data`; counts the reads that reach the daemon.
     struct PassedThrough {
@@ -535,10 +559,7 @@ mod tests {
             reads: Default::default(),
         });
         let sessions = Sessions::start(2, 2, 2, (1 << 20) + 4096).unwrap();
-        let at = dir.path().join("m");
-        std::fs::create_dir(&at).unwrap();
-        let device = mount(&at, "sessiontest", MountFlags::RDONLY, "default_permissions,allow_other").unwrap();
-        sessions.add(device, handler.clone()).unwrap();
+        let at = mount_new(&sessions, dir.path(), "m", MountFlags::RDONLY, handler.clone());
         let read = std::fs::read(at.join("file"));
         rustix::mount::unmount(&at, rustix::mount::UnmountFlags::DETACH).unwrap();
         assert_eq!(read.unwrap(), content, "the kernel reads the backing file");
@@ -550,13 +571,8 @@ mod tests {
     fn a_request_that_may_take_long_leaves_the_next_ones_of_its_mount_to_another_worker() {
         let dir = tempfile::tempdir().unwrap();
         let sessions = Sessions::start(2, 2, 2, (1 << 20) + 4096).unwrap();
-        let (release, held) = mpsc::channel();
-        let (ended, _ends) = mpsc::channel();
-        let handler = Arc::new(Empty { held: Mutex::new(held), ended });
-        let at = dir.path().join("m");
-        std::fs::create_dir(&at).unwrap();
-        let device = mount(&at, "sessiontest", MountFlags::empty(), "default_permissions,allow_other").unwrap();
-        sessions.add(device, handler).unwrap();
+        let (handler, release, _ends) = Empty::new();
+        let at = mount_new(&sessions, dir.path(), "m", MountFlags::empty(), handler);
         rustix::fs::statvfs(&at).expect("the mount answers");
         let held_at = at.join("slow");
         let rmdir = std::thread::spawn(move || std::fs::remove_dir(held_at));
@@ -579,15 +595,10 @@ mod tests {
     fn requests_waiting_on_every_worker_start_more_workers_which_leave_when_idle() {
         let dir = tempfile::tempdir().unwrap();
         let sessions = Sessions::start(2, 16, 2, (1 << 20) + 4096).unwrap();
-        let (release, held) = mpsc::channel();
-        let (ended, _ends) = mpsc::channel();
-        let handler = Arc::new(Empty { held: Mutex::new(held), ended });
+        let (handler, release, _ends) = Empty::new();
         let mountpoints: Vec<_> = (0..5)
             .map(|i| {
-                let at = dir.path().join(format!("m{i}"));
-                std::fs::create_dir(&at).unwrap();
-                let device = mount(&at, "sessiontest", MountFlags::empty(), "default_permissions,allow_other").unwrap();
-                sessions.add(device, handler.clone()).unwrap();
+                let at = mount_new(&sessions, dir.path(), &format!("m{i}"), MountFlags::empty(), handler.clone());
                 rustix::fs::statvfs(&at).expect("the mount answers");
                 at
             })
@@ -631,17 +642,9 @@ mod tests {
     fn two_workers_serve_twenty_mounts_and_one_held_mount_stops_none_of_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let sessions = Sessions::start(2, 2, 1, (1 << 20) + 4096).unwrap();
-        let (release, held) = mpsc::channel();
-        let (ended, ends) = mpsc::channel();
-        let handler = Arc::new(Empty { held: Mutex::new(held), ended });
+        let (handler, release, ends) = Empty::new();
         let mountpoints: Vec<_> = (0..20)
-            .map(|i| {
-                let at = dir.path().join(format!("m{i}"));
-                std::fs::create_dir(&at).unwrap();
-                let device = mount(&at, "sessiontest", MountFlags::empty(), "default_permissions,allow_other").unwrap();
-                sessions.add(device, handler.clone()).unwrap();
-                at
-            })
+            .map(|i| mount_new(&sessions, dir.path(), &format!("m{i}"), MountFlags::empty(), handler.clone()))
             .collect();
         assert_eq!(sessions.len(), 20);
 
